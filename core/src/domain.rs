@@ -1,0 +1,95 @@
+//! Typed domain events and how they map to stored events.
+//!
+//! A domain event type (usually an enum) knows, per variant, its stored name
+//! and its schema version, and encodes its payload *without* the enum tag.
+//! The stored `event_type` and the JSON payload are therefore independent:
+//! an upcaster can reshape the JSON of `"Deposited"` version 1 without
+//! knowing anything about the Rust enum.
+//!
+//! `#[derive(DomainEvent)]` writes the impl; a hand-written one is fine too.
+
+use crate::error::DecodeError;
+use crate::payload::{Payload, PayloadError};
+
+/// A typed domain event.
+///
+/// ```
+/// use annals_core::{DomainEvent, Payload};
+///
+/// #[derive(Debug, PartialEq, DomainEvent, serde::Serialize, serde::Deserialize)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     #[event(name = "MoneyDeposited", version = 2)]
+///     Deposited { amount: u64 },
+/// }
+///
+/// let event = AccountEvent::Deposited { amount: 5 };
+/// assert_eq!(event.event_type(), "MoneyDeposited");
+/// assert_eq!(event.schema_version(), 2);
+/// let payload = event.encode()?;
+/// assert_eq!(payload.as_str(), r#"{"amount":5}"#); // no enum tag
+/// let back = AccountEvent::decode("MoneyDeposited", 2, &payload)?;
+/// assert_eq!(back, event);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait DomainEvent: Sized + Send + Sync + 'static {
+    /// The stored name of this event's type, such as `"Deposited"`.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this code writes for this event's type.
+    fn schema_version(&self) -> u32;
+
+    /// The payload, without any enum tag.
+    fn encode(&self) -> Result<Payload, PayloadError>;
+
+    /// Decodes a stored event of the current schema version.
+    ///
+    /// Fails with [`DecodeError::UnknownEventType`] for a name the type does
+    /// not know, [`DecodeError::FutureSchemaVersion`] or
+    /// [`DecodeError::OutdatedSchemaVersion`] for another version, and
+    /// [`DecodeError::InvalidPayload`] when the JSON does not fit.
+    fn decode(event_type: &str, schema_version: u32, payload: &Payload)
+        -> Result<Self, DecodeError>;
+
+    /// Every stored name this type can decode, with its current schema version.
+    fn known_types() -> &'static [(&'static str, u32)];
+}
+
+/// Checks that a stored schema version is the current one.
+pub fn check_schema_version(
+    event_type: &str,
+    found: u32,
+    current: u32,
+) -> Result<(), DecodeError> {
+    use std::cmp::Ordering;
+    match found.cmp(&current) {
+        Ordering::Equal => Ok(()),
+        Ordering::Greater => Err(DecodeError::FutureSchemaVersion {
+            event_type: event_type.to_owned(),
+            found,
+            newest: current,
+        }),
+        Ordering::Less => Err(DecodeError::OutdatedSchemaVersion {
+            event_type: event_type.to_owned(),
+            found,
+            current,
+        }),
+    }
+}
+
+/// Decodes a payload into `T`, naming the event in the error.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    schema_version: u32,
+    payload: &Payload,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(payload.as_str())
+        .map_err(|e| DecodeError::invalid_payload(event_type, schema_version, &e))
+}
+
+/// The error for a stored name the event type does not know.
+pub fn unknown_event_type(event_type: &str) -> DecodeError {
+    DecodeError::UnknownEventType {
+        event_type: event_type.to_owned(),
+    }
+}

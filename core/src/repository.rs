@@ -1,0 +1,361 @@
+//! The repository: load an aggregate, run a command, append what it decided.
+//!
+//! Optimistic concurrency in one sentence: the repository appends with
+//! `Exact(version it loaded)`, so if anyone else appended in between, the
+//! store refuses, and the command is decided again on fresh state (when the
+//! [`RetryPolicy`] allows) instead of on stale state.
+
+use std::marker::PhantomData;
+
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::append::ExpectedVersion;
+use crate::domain::DomainEvent;
+use crate::error::{AppendError, DecodeError, ReadError};
+use crate::event::{Metadata, NewEvent, Position, RecordedEvent};
+use crate::id::{InvalidName, StreamId};
+use crate::payload::PayloadError;
+use crate::store::{EventStore, EventStoreExt, ReadStream, MAX_READ_LIMIT};
+
+/// Whether a command is decided again when its append meets a conflict.
+///
+/// Default: never; the conflict is returned to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    max_retries: u32,
+}
+
+impl RetryPolicy {
+    /// Return conflicts to the caller.
+    pub fn never() -> Self {
+        RetryPolicy { max_retries: 0 }
+    }
+
+    /// On a conflict, reload and decide again, up to `max_retries` times.
+    pub fn on_conflict(max_retries: u32) -> Self {
+        RetryPolicy { max_retries }
+    }
+
+    /// How many times a conflicting command is retried.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+}
+
+/// The metadata a command passes on to every event it produces.
+///
+/// ```
+/// use annals_core::CommandContext;
+/// let ctx = CommandContext::new()
+///     .correlation_id(uuid::Uuid::now_v7())
+///     .tenant("acme")
+///     .field("user", "ada");
+/// assert_eq!(ctx.metadata().tenant.as_deref(), Some("acme"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandContext {
+    metadata: Metadata,
+}
+
+impl CommandContext {
+    /// No correlation, causation, tenant or fields.
+    pub fn new() -> Self {
+        CommandContext::default()
+    }
+
+    /// A context for a command issued in reaction to `event` (a saga's
+    /// command): its causation id is the event's id, and it keeps the
+    /// event's correlation id (or starts one from the event id) and tenant.
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        let cause = *event.event_id.as_uuid();
+        CommandContext {
+            metadata: Metadata {
+                correlation_id: Some(event.metadata.correlation_id.unwrap_or(cause)),
+                causation_id: Some(cause),
+                tenant: event.metadata.tenant.clone(),
+                fields: serde_json::Map::new(),
+            },
+        }
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.metadata.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.metadata.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.metadata.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Adds a user-defined field.
+    pub fn field(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.fields.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata every event of the command gets.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// An aggregate as loaded from its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state after every stored event.
+    pub state: A,
+    /// The stream's version: the number of events applied (0 for a new stream).
+    pub version: u64,
+}
+
+/// The result of a command that was handled and stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed<A> {
+    /// The state after the new events.
+    pub state: A,
+    /// The stream's version after the new events.
+    pub version: u64,
+    /// What was recorded (empty when the command decided nothing should happen).
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Why an aggregate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The aggregate id does not make a valid stream id.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidName),
+    /// The store could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A stored event does not decode into the aggregate's event type: fix the
+    /// data or add an upcaster. Nothing is skipped.
+    #[error("stream {stream} version {version} (position {position}): {source}")]
+    Decode {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version in the stream.
+        version: u64,
+        /// The event's position in the log.
+        position: Position,
+        /// What did not decode.
+        source: DecodeError,
+    },
+}
+
+/// Why a command failed. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command: tell the user.
+    #[error("command refused: {0}")]
+    Domain(E),
+    /// The aggregate could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// An event the aggregate produced cannot be stored as JSON.
+    #[error("event {event_type:?} cannot be encoded: {source}")]
+    Encode {
+        /// The stored name of the event.
+        event_type: &'static str,
+        /// What JSON cannot hold.
+        source: PayloadError,
+    },
+    /// A hand-written [`DomainEvent`] impl returned an invalid stored name.
+    #[error("event type name refused: {0}")]
+    InvalidEventType(InvalidName),
+    /// The store refused the append; a [`AppendError::Conflict`] here means
+    /// the retry policy was used up.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+impl<E> CommandError<E> {
+    /// Whether the command lost a race with another writer.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CommandError::Append(AppendError::Conflict { .. }))
+    }
+}
+
+/// Loads aggregates and runs commands against a store.
+///
+/// ```
+/// use annals_core::testkit::bank::{Account, AccountCommand};
+/// use annals_core::{CommandContext, InMemoryStore, Repository, RetryPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let accounts = Repository::<Account, _>::new(InMemoryStore::new())
+///     .with_retry(RetryPolicy::on_conflict(3));
+/// let done = accounts
+///     .execute("7", AccountCommand::Open { owner: "grace".into() }, &CommandContext::new())
+///     .await?;
+/// assert_eq!(done.version, 1);
+/// # Ok(()) }
+/// ```
+pub struct Repository<A, S> {
+    store: S,
+    retry: RetryPolicy,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            retry: self.retry,
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
+    /// A repository on `store`, returning conflicts to the caller.
+    pub fn new(store: S) -> Self {
+        Repository {
+            store,
+            retry: RetryPolicy::never(),
+            aggregate: PhantomData,
+        }
+    }
+
+    /// Sets what happens when an append meets a conflict.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The stream of the aggregate instance `id`: `{CATEGORY}-{id}`.
+    pub fn stream_id(&self, id: &str) -> Result<StreamId, InvalidName> {
+        StreamId::from_parts(A::CATEGORY, id)
+    }
+
+    /// Rebuilds an aggregate by replaying its stream, a page at a time.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
+        let stream = self.stream_id(id)?;
+        self.load_stream(&stream).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
+        let mut state = A::default();
+        let mut version = 0;
+        loop {
+            let page = self
+                .store
+                .read_stream(stream, ReadStream::forward().from_version(version + 1))
+                .await?;
+            let full = page.len() == MAX_READ_LIMIT;
+            for recorded in &page {
+                let event = decode(recorded)?;
+                state.apply(&event);
+                version = recorded.version;
+            }
+            if !full {
+                return Ok(Loaded { state, version });
+            }
+        }
+    }
+
+    /// Loads the aggregate, lets it handle `command`, and appends the events
+    /// it decided on with `Exact(loaded version)`. On a conflict the command
+    /// is decided again on fresh state, as often as the retry policy allows.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let stream = self.stream_id(id).map_err(LoadError::from)?;
+        let mut retries_left = self.retry.max_retries;
+        loop {
+            let Loaded { mut state, version } = self.load_stream(&stream).await?;
+            let decided = state
+                .handle(command.clone())
+                .map_err(CommandError::Domain)?;
+            if decided.is_empty() {
+                return Ok(Executed {
+                    state,
+                    version,
+                    events: Vec::new(),
+                });
+            }
+            let new_events = decided
+                .iter()
+                .map(|event| to_new_event(event, ctx.metadata()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let expected = ExpectedVersion::Exact(version);
+            match self
+                .store
+                .append_to_stream(&stream, expected, new_events)
+                .await
+            {
+                Ok(outcome) => {
+                    for event in &decided {
+                        state.apply(event);
+                    }
+                    let version = outcome.stream_version(&stream).unwrap_or(version);
+                    return Ok(Executed {
+                        state,
+                        version,
+                        events: outcome.into_events(),
+                    });
+                }
+                Err(AppendError::Conflict { .. }) if retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(stream = %stream, "append met a conflict; deciding again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Decodes one recorded event into the aggregate's event type.
+fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, LoadError> {
+    E::decode(
+        recorded.event_type.as_str(),
+        recorded.schema_version,
+        &recorded.payload,
+    )
+    .map_err(|source| LoadError::Decode {
+        stream: recorded.stream_id.clone(),
+        version: recorded.version,
+        position: recorded.position,
+        source,
+    })
+}
+
+/// Turns a typed event into one ready to append, with the command's metadata.
+pub(crate) fn to_new_event<E: DomainEvent, X>(
+    event: &E,
+    metadata: &Metadata,
+) -> Result<NewEvent, CommandError<X>> {
+    let event_type = event.event_type();
+    let payload = event
+        .encode()
+        .map_err(|source| CommandError::Encode { event_type, source })?;
+    // Derived impls check stored names at compile time; a hand-written impl
+    // with a bad name is refused here.
+    let new_event = NewEvent::new(event_type, event.schema_version(), payload)
+        .map_err(CommandError::InvalidEventType)?;
+    Ok(new_event.with_metadata(metadata.clone()))
+}
