@@ -9,7 +9,11 @@
 //! `#[derive(DomainEvent)]` writes the impl; a hand-written one is fine too.
 
 use crate::error::DecodeError;
+use crate::event::{Metadata, NewEvent};
+use crate::id::InvalidName;
 use crate::payload::{Payload, PayloadError};
+
+pub(crate) mod tagless;
 
 /// A typed domain event.
 ///
@@ -48,19 +52,25 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     /// not know, [`DecodeError::FutureSchemaVersion`] or
     /// [`DecodeError::OutdatedSchemaVersion`] for another version, and
     /// [`DecodeError::InvalidPayload`] when the JSON does not fit.
-    fn decode(event_type: &str, schema_version: u32, payload: &Payload)
-        -> Result<Self, DecodeError>;
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Self, DecodeError>;
 
     /// Every stored name this type can decode, with its current schema version.
     fn known_types() -> &'static [(&'static str, u32)];
+
+    /// The upcasters that bring older stored versions of these types up to
+    /// date, kept next to the type so the two are read together. With the
+    /// derive: `#[event(upcasters = path::to::fn)]` on the enum.
+    fn upcasters() -> Vec<crate::upcast::Upcaster> {
+        Vec::new()
+    }
 }
 
 /// Checks that a stored schema version is the current one.
-pub fn check_schema_version(
-    event_type: &str,
-    found: u32,
-    current: u32,
-) -> Result<(), DecodeError> {
+pub fn check_schema_version(event_type: &str, found: u32, current: u32) -> Result<(), DecodeError> {
     use std::cmp::Ordering;
     match found.cmp(&current) {
         Ordering::Equal => Ok(()),
@@ -91,5 +101,44 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(
 pub fn unknown_event_type(event_type: &str) -> DecodeError {
     DecodeError::UnknownEventType {
         event_type: event_type.to_owned(),
+    }
+}
+
+/// Why a typed event could not become a [`NewEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The payload holds what JSON cannot keep (a NaN, a NUL, deep nesting).
+    #[error("event {event_type:?} cannot be encoded: {source}")]
+    Payload {
+        /// The stored name of the event.
+        event_type: &'static str,
+        /// What was refused.
+        source: PayloadError,
+    },
+    /// A hand-written [`DomainEvent`] impl returned an invalid stored name.
+    #[error("event type name refused: {0}")]
+    InvalidEventType(InvalidName),
+}
+
+impl NewEvent {
+    /// Encodes a typed event, with a fresh id and the given metadata.
+    ///
+    /// ```
+    /// use annals_core::testkit::bank::AccountEvent;
+    /// use annals_core::{Metadata, NewEvent};
+    /// let event = NewEvent::from_domain(&AccountEvent::Deposited { amount: 5 }, Metadata::default())?;
+    /// assert_eq!(event.event_type().as_str(), "Deposited");
+    /// assert_eq!(event.payload().as_str(), r#"{"amount":5}"#);
+    /// # Ok::<(), annals_core::EncodeError>(())
+    /// ```
+    pub fn from_domain<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self, EncodeError> {
+        let event_type = event.event_type();
+        let payload = event
+            .encode()
+            .map_err(|source| EncodeError::Payload { event_type, source })?;
+        let new_event = NewEvent::new(event_type, event.schema_version(), payload)
+            .map_err(EncodeError::InvalidEventType)?;
+        Ok(new_event.with_metadata(metadata))
     }
 }

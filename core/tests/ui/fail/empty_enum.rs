@@ -1,0 +1,4 @@
+#[derive(serde::Serialize, serde::Deserialize, annals_core::DomainEvent)]
+enum Nothing {}
+
+fn main() {}
