@@ -27,6 +27,11 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// Must be a valid name without `-`.
     const CATEGORY: &'static str;
 
+    /// The version of the state's own schema, stored with snapshots. Bump it
+    /// when the state type changes shape: older snapshots are then ignored
+    /// and rebuilt from the events.
+    const STATE_VERSION: u32 = 1;
+
     /// The events this aggregate records.
     type Event: DomainEvent;
 

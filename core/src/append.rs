@@ -293,8 +293,8 @@ impl AppendRequest {
                         event_id: event.event_id(),
                     });
                 };
-                let in_place = found.stream_id == s.stream
-                    && previous.is_none_or(|p| found.version == p + 1);
+                let in_place =
+                    found.stream_id == s.stream && previous.is_none_or(|p| found.version == p + 1);
                 if !in_place || !event.same_content_as(&found) {
                     return Err(AppendError::EventIdReused {
                         event_id: event.event_id(),
@@ -406,7 +406,11 @@ mod tests {
 
     #[test]
     fn check_fails_with_payload_too_large() -> Result<(), Box<dyn Error>> {
-        let big = NewEvent::new("Big", 1, Payload::from_json(format!("\"{}\"", "x".repeat(100)))?)?;
+        let big = NewEvent::new(
+            "Big",
+            1,
+            Payload::from_json(format!("\"{}\"", "x".repeat(100)))?,
+        )?;
         let id = big.event_id();
         let req = AppendRequest::to_stream(stream("a-1"), ExpectedVersion::Any, vec![big]);
         let err = req
@@ -428,6 +432,9 @@ mod tests {
         let err = req
             .check(&Limits::default().max_append_bytes(5))
             .unwrap_err();
-        assert!(matches!(err, AppendError::TooManyBytes { bytes: 6, max: 5 }));
+        assert!(matches!(
+            err,
+            AppendError::TooManyBytes { bytes: 6, max: 5 }
+        ));
     }
 }

@@ -119,6 +119,18 @@ pub enum ReadError {
         /// What is wrong with it (never its content).
         reason: String,
     },
+    /// A stored event could not be brought up to date by the upcasters.
+    #[error("stream {stream} version {version} (position {position}): {source}")]
+    Upcast {
+        /// The event's stream.
+        stream: StreamId,
+        /// The event's version in the stream.
+        version: u64,
+        /// The event's position in the log.
+        position: Position,
+        /// What failed.
+        source: crate::upcast::UpcastError,
+    },
     /// The store could not do its job; `kind` says whether retrying can help.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -159,7 +171,9 @@ pub enum DecodeError {
     },
     /// The payload does not fit the type (the message names the mismatch,
     /// never the stored value).
-    #[error("payload of {event_type:?} (schema version {schema_version}) does not decode: {reason}")]
+    #[error(
+        "payload of {event_type:?} (schema version {schema_version}) does not decode: {reason}"
+    )]
     InvalidPayload {
         /// The stored type name.
         event_type: String,
@@ -173,7 +187,11 @@ pub enum DecodeError {
 impl DecodeError {
     /// Builds [`DecodeError::InvalidPayload`] from a serde_json error, without
     /// quoting the payload.
-    pub fn invalid_payload(event_type: &str, schema_version: u32, error: &serde_json::Error) -> Self {
+    pub fn invalid_payload(
+        event_type: &str,
+        schema_version: u32,
+        error: &serde_json::Error,
+    ) -> Self {
         DecodeError::InvalidPayload {
             event_type: event_type.to_owned(),
             schema_version,
@@ -276,7 +294,9 @@ impl fmt::Display for BackendErrorKind {
             BackendErrorKind::Busy => "database busy",
             BackendErrorKind::StorageFull => "storage full",
             BackendErrorKind::ReadOnly => "database is read-only",
-            BackendErrorKind::OutcomeUnknown => "outcome unknown (retrying with the same event ids is safe)",
+            BackendErrorKind::OutcomeUnknown => {
+                "outcome unknown (retrying with the same event ids is safe)"
+            }
             BackendErrorKind::Corrupt => "database corrupt",
             BackendErrorKind::NotAnnalsDatabase => "not an annals database",
             BackendErrorKind::TooNew => "database written by a newer annals",

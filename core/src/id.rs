@@ -122,14 +122,22 @@ impl StreamId {
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidName> {
         let value = value.into();
         check_name("stream id", &value)?;
-        match value.split_once('-') {
-            Some((category, id)) if !category.is_empty() && !id.is_empty() => Ok(StreamId(value)),
-            _ => Err(InvalidName::new(
-                "stream id",
-                &value,
-                NameProblem::MissingPart,
-            )),
-        }
+        let problem = match value.split_once('-') {
+            Some((category, id)) if !category.is_empty() && !id.is_empty() => {
+                // Each part follows the whitespace rule too: "account- 42"
+                // must not pass for "account-42".
+                let padded = |part: &str| {
+                    part.starts_with(char::is_whitespace) || part.ends_with(char::is_whitespace)
+                };
+                if padded(category) || padded(id) {
+                    NameProblem::SurroundingWhitespace
+                } else {
+                    return Ok(StreamId(value));
+                }
+            }
+            _ => NameProblem::MissingPart,
+        };
+        Err(InvalidName::new("stream id", &value, problem))
     }
 
     /// Builds `{category}-{id}`, checking the category has no `-`.
@@ -293,7 +301,13 @@ mod tests {
 
     #[test]
     fn stream_id_fails_with_surrounding_whitespace() {
-        for value in [" account-1", "account-1 ", "account-1\u{a0}"] {
+        for value in [
+            " account-1",
+            "account-1 ",
+            "account-1\u{a0}",
+            "account- 1",
+            "account -1",
+        ] {
             let err = StreamId::new(value).unwrap_err();
             assert_eq!(err.problem, NameProblem::SurroundingWhitespace);
         }

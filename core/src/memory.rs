@@ -14,6 +14,7 @@ use crate::append::{AppendOutcome, AppendRequest, Limits, Replay};
 use crate::error::{AppendError, BackendError, ReadError};
 use crate::event::{EventId, Position, RecordedEvent, Timestamp};
 use crate::id::StreamId;
+use crate::snapshot::{Snapshot, SnapshotError, SnapshotStore};
 use crate::store::{Direction, EventStore, HeadWatch, ReadAll, ReadStream};
 
 /// An in-memory event store. Clones share the same log.
@@ -48,6 +49,8 @@ struct Log {
     streams: HashMap<StreamId, Vec<usize>>,
     /// Index into `events`, per event id.
     ids: HashMap<EventId, usize>,
+    /// The newest snapshot per stream.
+    snapshots: HashMap<StreamId, Snapshot>,
 }
 
 impl Default for InMemoryStore {
@@ -191,5 +194,24 @@ impl EventStore for InMemoryStore {
 
     fn watch_head(&self) -> HeadWatch {
         HeadWatch::new(self.shared.head.subscribe())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        let mut log = self.log()?;
+        let newer_stored = log
+            .snapshots
+            .get(&snapshot.stream_id)
+            .is_some_and(|s| s.version > snapshot.version);
+        if !newer_stored {
+            log.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(self.log()?.snapshots.get(stream).cloned())
     }
 }

@@ -330,7 +330,7 @@ impl Check {
     }
 }
 
-impl<'a> ser::Serializer for &'a mut Check {
+impl ser::Serializer for &mut Check {
     type Ok = ();
     type Error = CheckError;
     type SerializeSeq = Self;
@@ -583,7 +583,14 @@ mod tests {
     fn raw_json_fails_with_malformed() {
         let err = Payload::from_json("{\"a\": }").unwrap_err();
         assert!(
-            matches!(err, PayloadError::Malformed { line: 1, column: 7, .. }),
+            matches!(
+                err,
+                PayloadError::Malformed {
+                    line: 1,
+                    column: 7,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(matches!(

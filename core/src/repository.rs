@@ -6,16 +6,20 @@
 //! [`RetryPolicy`] allows) instead of on stale state.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::append::ExpectedVersion;
-use crate::domain::DomainEvent;
+use crate::domain::{DomainEvent, EncodeError};
 use crate::error::{AppendError, DecodeError, ReadError};
 use crate::event::{Metadata, NewEvent, Position, RecordedEvent};
 use crate::id::{InvalidName, StreamId};
-use crate::payload::PayloadError;
+use crate::payload::{Payload, PayloadError};
+use crate::snapshot::{Snapshot, SnapshotDue, SnapshotPolicy, SnapshotStore};
 use crate::store::{EventStore, EventStoreExt, ReadStream, MAX_READ_LIMIT};
 
 /// Whether a command is decided again when its append meets a conflict.
@@ -116,6 +120,9 @@ pub struct Loaded<A> {
     pub state: A,
     /// The stream's version: the number of events applied (0 for a new stream).
     pub version: u64,
+    /// How many events were replayed: all of them, or those after the
+    /// snapshot the load started from.
+    pub replayed: u64,
 }
 
 /// The result of a command that was handled and stored.
@@ -164,17 +171,9 @@ pub enum CommandError<E> {
     /// The aggregate could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// An event the aggregate produced cannot be stored as JSON.
-    #[error("event {event_type:?} cannot be encoded: {source}")]
-    Encode {
-        /// The stored name of the event.
-        event_type: &'static str,
-        /// What JSON cannot hold.
-        source: PayloadError,
-    },
-    /// A hand-written [`DomainEvent`] impl returned an invalid stored name.
-    #[error("event type name refused: {0}")]
-    InvalidEventType(InvalidName),
+    /// An event the aggregate produced cannot be stored.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// The store refused the append; a [`AppendError::Conflict`] here means
     /// the retry policy was used up.
     #[error(transparent)]
@@ -207,7 +206,16 @@ impl<E> CommandError<E> {
 pub struct Repository<A, S> {
     store: S,
     retry: RetryPolicy,
+    snapshots: Option<Arc<Snapshots<A>>>,
     aggregate: PhantomData<fn() -> A>,
+}
+
+/// How a repository keeps snapshots of its aggregates.
+struct Snapshots<A> {
+    store: Arc<dyn SnapshotStore>,
+    policy: SnapshotPolicy,
+    encode: fn(&A) -> Result<Payload, PayloadError>,
+    decode: fn(&Payload) -> Result<A, serde_json::Error>,
 }
 
 impl<A, S: Clone> Clone for Repository<A, S> {
@@ -215,6 +223,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Repository {
             store: self.store.clone(),
             retry: self.retry,
+            snapshots: self.snapshots.clone(),
             aggregate: PhantomData,
         }
     }
@@ -226,8 +235,29 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Repository {
             store,
             retry: RetryPolicy::never(),
+            snapshots: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Keeps snapshots in the store by `policy`, and starts loads from them.
+    ///
+    /// Snapshots are written in the background after a command or a load
+    /// that makes one due; a failed write is logged and changes nothing for
+    /// the command. A snapshot of another [`Aggregate::STATE_VERSION`], or one
+    /// that does not decode, is ignored and replaced.
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self
+    where
+        S: SnapshotStore + Clone + 'static,
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some(Arc::new(Snapshots {
+            store: Arc::new(self.store.clone()),
+            policy,
+            encode: |state| Payload::encode(state),
+            decode: |payload| serde_json::from_str(payload.as_str()),
+        }));
+        self
     }
 
     /// Sets what happens when an append meets a conflict.
@@ -246,15 +276,23 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         StreamId::from_parts(A::CATEGORY, id)
     }
 
-    /// Rebuilds an aggregate by replaying its stream, a page at a time.
+    /// Rebuilds an aggregate from its snapshot, if any, and the events after
+    /// it, read a page at a time.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
         let stream = self.stream_id(id)?;
-        self.load_stream(&stream).await
+        let loaded = self.load_stream(&stream).await?;
+        self.snapshot_if_due(
+            &stream,
+            &loaded.state,
+            loaded.version,
+            loaded.version - loaded.replayed,
+        );
+        Ok(loaded)
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
-        let mut state = A::default();
-        let mut version = 0;
+        let (mut state, from) = self.start(stream).await;
+        let mut version = from;
         loop {
             let page = self
                 .store
@@ -267,8 +305,82 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 version = recorded.version;
             }
             if !full {
-                return Ok(Loaded { state, version });
+                return Ok(Loaded {
+                    state,
+                    version,
+                    replayed: version - from,
+                });
             }
+        }
+    }
+
+    /// The state to replay from: a usable snapshot, or the default state.
+    async fn start(&self, stream: &StreamId) -> (A, u64) {
+        let Some(snapshots) = &self.snapshots else {
+            return (A::default(), 0);
+        };
+        match snapshots.store.load_snapshot(stream).await {
+            Ok(Some(snapshot)) if snapshot.state_version == A::STATE_VERSION => {
+                match (snapshots.decode)(&snapshot.state) {
+                    Ok(state) => return (state, snapshot.version),
+                    Err(e) => tracing::warn!(
+                        stream = %stream,
+                        error = %crate::payload::redacted_message(&e),
+                        "snapshot does not decode; replaying the stream"
+                    ),
+                }
+            }
+            Ok(Some(snapshot)) => tracing::debug!(
+                stream = %stream,
+                stored = snapshot.state_version,
+                current = A::STATE_VERSION,
+                "snapshot of another state version; replaying the stream"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %e, "snapshot unreadable; replaying the stream")
+            }
+        }
+        (A::default(), 0)
+    }
+
+    /// Writes a snapshot in the background when the policy says it is due.
+    fn snapshot_if_due(&self, stream: &StreamId, state: &A, version: u64, last_snapshot: u64) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !snapshots.policy.is_due(SnapshotDue {
+            version,
+            last_snapshot,
+        }) {
+            return;
+        }
+        let state = match (snapshots.encode)(state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %e, "state cannot be snapshotted");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream_id: stream.clone(),
+            version,
+            state_version: A::STATE_VERSION,
+            state,
+            taken_at: crate::event::Timestamp::now(),
+        };
+        let store = snapshots.store.clone();
+        let write = async move {
+            let stream = snapshot.stream_id.clone();
+            if let Err(e) = store.save_snapshot(snapshot).await {
+                tracing::warn!(stream = %stream, error = %e, "snapshot not saved");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(write);
+            }
+            Err(_) => tracing::debug!(stream = %stream, "no runtime to write a snapshot on"),
         }
     }
 
@@ -287,11 +399,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let stream = self.stream_id(id).map_err(LoadError::from)?;
         let mut retries_left = self.retry.max_retries;
         loop {
-            let Loaded { mut state, version } = self.load_stream(&stream).await?;
+            let Loaded {
+                mut state,
+                version,
+                replayed,
+            } = self.load_stream(&stream).await?;
+            let last_snapshot = version - replayed;
             let decided = state
                 .handle(command.clone())
                 .map_err(CommandError::Domain)?;
             if decided.is_empty() {
+                self.snapshot_if_due(&stream, &state, version, last_snapshot);
                 return Ok(Executed {
                     state,
                     version,
@@ -300,7 +418,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
             let new_events = decided
                 .iter()
-                .map(|event| to_new_event(event, ctx.metadata()))
+                .map(|event| NewEvent::from_domain(event, ctx.metadata().clone()))
                 .collect::<Result<Vec<_>, _>>()?;
             let expected = ExpectedVersion::Exact(version);
             match self
@@ -313,6 +431,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         state.apply(event);
                     }
                     let version = outcome.stream_version(&stream).unwrap_or(version);
+                    self.snapshot_if_due(&stream, &state, version, last_snapshot);
                     return Ok(Executed {
                         state,
                         version,
@@ -342,20 +461,4 @@ fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, LoadError> {
         position: recorded.position,
         source,
     })
-}
-
-/// Turns a typed event into one ready to append, with the command's metadata.
-pub(crate) fn to_new_event<E: DomainEvent, X>(
-    event: &E,
-    metadata: &Metadata,
-) -> Result<NewEvent, CommandError<X>> {
-    let event_type = event.event_type();
-    let payload = event
-        .encode()
-        .map_err(|source| CommandError::Encode { event_type, source })?;
-    // Derived impls check stored names at compile time; a hand-written impl
-    // with a bad name is refused here.
-    let new_event = NewEvent::new(event_type, event.schema_version(), payload)
-        .map_err(CommandError::InvalidEventType)?;
-    Ok(new_event.with_metadata(metadata.clone()))
 }

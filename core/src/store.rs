@@ -337,6 +337,25 @@ pub trait EventStoreExt: EventStore {
         }
     }
 
+    /// This store with every read going through `upcasters`.
+    ///
+    /// ```
+    /// use annals_core::testkit::bank::AccountEvent;
+    /// use annals_core::{EventStoreExt, InMemoryStore, Upcasters};
+    /// let store = InMemoryStore::new().with_upcasters(Upcasters::for_events::<AccountEvent>()?);
+    /// # let _ = store;
+    /// # Ok::<(), annals_core::RegistryError>(())
+    /// ```
+    fn with_upcasters(
+        self,
+        upcasters: crate::upcast::Upcasters,
+    ) -> crate::upcast::UpcastingStore<Self>
+    where
+        Self: Sized,
+    {
+        crate::upcast::UpcastingStore::new(self, upcasters)
+    }
+
     /// The stream's current version, or `None` if it has no events.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, ReadError> {
         let last = self
@@ -383,7 +402,10 @@ mod tests {
 
     #[test]
     fn limits_are_capped() {
-        assert_eq!(ReadStream::forward().limit(usize::MAX).max_count(), MAX_READ_LIMIT);
+        assert_eq!(
+            ReadStream::forward().limit(usize::MAX).max_count(),
+            MAX_READ_LIMIT
+        );
         assert_eq!(ReadAll::after(Position::START).limit(0).max_count(), 0);
     }
 

@@ -1,0 +1,234 @@
+//! The store conformance suite: the contract of [`EventStore`] as tests.
+//!
+//! Every backend runs all of it through one call with a factory that makes a
+//! fresh, empty store per case. The suite runs every case, prints each case's
+//! name with its result, and fails at the end with the list of broken
+//! guarantees:
+//!
+//! ```
+//! use annals_core::testkit::conformance;
+//! use annals_core::InMemoryStore;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! conformance::run(|| async { Ok::<_, std::convert::Infallible>(InMemoryStore::new()) }).await;
+//! # }
+//! ```
+//!
+//! Run it on a multi-threaded runtime
+//! (`#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`) so that
+//! the racing cases really race.
+
+mod basics;
+mod idempotency;
+mod races;
+mod reads;
+
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{EventStore, NewEvent, Payload, StreamId};
+
+/// What a case returns: `Err` names the broken expectation.
+pub(crate) type CaseResult = Result<(), String>;
+
+type CaseFuture = Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+
+/// One check of the contract.
+struct Case {
+    name: &'static str,
+    /// The number of the guarantee in [`EventStore`]'s docs.
+    guarantee: u8,
+    run: fn(Arc<dyn EventStore>, Options) -> CaseFuture,
+}
+
+/// What a backend promises beyond the common contract.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// Positions have no gaps (every store but PostgreSQL).
+    pub(crate) gap_free_positions: bool,
+}
+
+/// Runs every case against fresh stores from `factory`; panics at the end if
+/// any guarantee is broken.
+pub async fn run<F, Fut, S, E>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: EventStore + 'static,
+    E: Debug,
+{
+    Suite::new(factory).run().await;
+}
+
+/// The suite with options, for backends that promise less or more.
+pub struct Suite<F> {
+    factory: F,
+    options: Options,
+    case_timeout: Duration,
+}
+
+impl<F, Fut, S, E> Suite<F>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: EventStore + 'static,
+    E: Debug,
+{
+    /// The full suite with gap-free positions expected.
+    pub fn new(factory: F) -> Self {
+        Suite {
+            factory,
+            options: Options {
+                gap_free_positions: true,
+            },
+            case_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Allows gaps between positions (still unique and strictly increasing).
+    pub fn positions_may_have_gaps(mut self) -> Self {
+        self.options.gap_free_positions = false;
+        self
+    }
+
+    /// Runs every case; panics at the end with the list of failures.
+    pub async fn run(self) {
+        let mut failures = Vec::new();
+        let cases = all_cases();
+        for case in &cases {
+            let outcome = match (self.factory)().await {
+                Err(e) => Err(format!("the factory failed to make a store: {e:?}")),
+                Ok(store) => {
+                    let store: Arc<dyn EventStore> = Arc::new(store);
+                    // Spawned so that a panicking case is reported, not fatal.
+                    let task = tokio::spawn((case.run)(store, self.options));
+                    match tokio::time::timeout(self.case_timeout, task).await {
+                        Err(_) => Err(format!("did not finish within {:?}", self.case_timeout)),
+                        Ok(Err(join)) => Err(format!("panicked: {}", panic_message(join))),
+                        Ok(Ok(result)) => result,
+                    }
+                }
+            };
+            match outcome {
+                Ok(()) => println!("conformance: {} ... ok", case.name),
+                Err(why) => {
+                    println!("conformance: {} ... FAILED: {why}", case.name);
+                    failures.push(format!(
+                        "guarantee {}: {}: {why}",
+                        case.guarantee, case.name
+                    ));
+                }
+            }
+        }
+        println!(
+            "conformance: {} passed, {} failed",
+            cases.len() - failures.len(),
+            failures.len()
+        );
+        assert!(
+            failures.is_empty(),
+            "the store breaks {} case(s) of the contract:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a non-text panic".to_owned()),
+        Err(e) => e.to_string(),
+    }
+}
+
+macro_rules! cases {
+    ($($guarantee:literal $module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Case {
+            name: stringify!($name),
+            guarantee: $guarantee,
+            run: |store, options| Box::pin($module::$name(store, options)),
+        }),*]
+    };
+}
+
+fn all_cases() -> Vec<Case> {
+    cases![
+        1 basics::versions_start_at_one_without_gaps,
+        2 basics::positions_increase_in_commit_order,
+        3 basics::each_expected_version_accepts_its_state,
+        3 basics::append_with_stale_version_fails_with_conflict,
+        3 basics::expected_version_mismatches_fail_with_conflict_and_write_nothing,
+        4 basics::multi_stream_append_commits_all_streams_together,
+        4 basics::multi_stream_append_with_one_conflict_writes_nothing,
+        5 idempotency::retry_of_committed_append_returns_original_result,
+        5 idempotency::retry_after_the_stream_moved_on_returns_original_result,
+        5 idempotency::partial_overlap_fails_with_partial_duplicate,
+        5 idempotency::reused_id_with_other_content_fails_with_event_id_reused,
+        5 idempotency::reused_id_in_another_stream_fails_with_event_id_reused,
+        6 idempotency::empty_append_fails_with_empty,
+        6 idempotency::duplicate_id_in_one_append_fails_with_duplicate_event_id,
+        6 idempotency::stream_named_twice_fails_with_duplicate_stream,
+        6 idempotency::oversized_payload_fails_with_payload_too_large,
+        6 idempotency::oversized_append_fails_with_too_many_events,
+        6 idempotency::invalid_metadata_fails_with_invalid_metadata,
+        7 reads::events_read_back_exactly_as_appended,
+        7 reads::hostile_but_valid_ids_are_stored_byte_exact,
+        7 reads::read_stream_honours_direction_start_and_limit,
+        7 reads::read_all_pages_after_a_position,
+        7 reads::read_all_filters_by_category_prefix_and_type,
+        7 reads::long_stream_reads_to_end_across_pages,
+        8 races::followers_never_skip_committed_events,
+        9 races::racing_appends_with_one_version_exactly_one_wins,
+        9 races::read_modify_write_loops_lose_nothing,
+        9 races::appends_with_any_all_succeed,
+        9 races::racing_retries_of_one_append_write_once,
+        10 races::head_watch_wakes_after_commit,
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the cases.
+
+/// Turns any displayable error into a case failure naming the step.
+pub(crate) trait Step<T> {
+    fn step(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: Display> Step<T> for Result<T, E> {
+    fn step(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// Fails the case with a message unless the condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+pub(crate) use ensure;
+
+pub(crate) fn stream(id: &str) -> StreamId {
+    // Cases only name valid ids.
+    StreamId::new(id).expect("conformance cases use valid stream ids")
+}
+
+/// A small event whose payload records `n`.
+pub(crate) fn event(n: usize) -> NewEvent {
+    let payload = Payload::from_json(format!("{{\"n\":{n}}}")).expect("valid JSON");
+    NewEvent::new("Happened", 1, payload).expect("valid event type")
+}
+
+pub(crate) fn events(range: std::ops::Range<usize>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
