@@ -1,0 +1,241 @@
+//! The read side: a small pool of read-only connections and the decoding of
+//! stored rows.
+//!
+//! Every read is one page (at most [`MAX_READ_LIMIT`](annals_core::MAX_READ_LIMIT)
+//! rows) in its own read transaction, on a blocking thread. Long scans are
+//! many pages, so no reader pins the WAL for long and memory stays bounded
+//! by the page size, whatever the size of the log.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use annals_core::{
+    BackendError, BackendErrorKind, EventId, EventType, Metadata, Payload, Position, ReadError,
+    RecordedEvent, StreamId, Timestamp,
+};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row};
+use tokio::sync::Semaphore;
+
+use crate::error::backend;
+use crate::options::SqliteOptions;
+use crate::schema;
+
+pub(crate) const STREAM_FORWARD: &str = include_str!("stream_forward.sql");
+pub(crate) const STREAM_BACKWARD: &str = include_str!("stream_backward.sql");
+pub(crate) const ALL: &str = include_str!("all.sql");
+pub(crate) const BY_EVENT_ID: &str = include_str!("by_event_id.sql");
+pub(crate) const HEAD: &str = include_str!("head.sql");
+pub(crate) const SNAPSHOT: &str = include_str!("snapshot.sql");
+
+/// Read-only connections, opened on first use and reused.
+pub(crate) struct ReadPool {
+    options: SqliteOptions,
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    pub(crate) fn new(options: SqliteOptions, path: PathBuf) -> Arc<Self> {
+        let size = options.read_pool_size;
+        Arc::new(ReadPool {
+            options,
+            path,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Semaphore::new(size),
+        })
+    }
+
+    /// Runs `read` on a pooled connection, on a blocking thread.
+    pub(crate) async fn run<T, E, F>(self: &Arc<Self>, read: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<BackendError> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| E::from(BackendError::closed()))?;
+        let pool = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let conn = pool.take().map_err(E::from)?;
+            let result = read(&conn);
+            pool.put(conn);
+            result
+        })
+        .await;
+        drop(permit);
+        outcome.unwrap_or_else(|join| {
+            Err(E::from(BackendError::new(
+                BackendErrorKind::Other,
+                format!("a read task failed: {join}"),
+            )))
+        })
+    }
+
+    fn take(&self) -> Result<Connection, BackendError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(conn) => Ok(conn),
+            None => schema::open_reader(&self.options, &self.path)
+                .map_err(|e| backend("opening a read connection", e)),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Refuses every later read and drops the idle connections.
+    pub(crate) fn close(&self) {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// Clamps a `u64` version or position to SQLite's `i64`; anything past
+/// `i64::MAX` cannot be stored, so it reads like the largest stored value.
+pub(crate) fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The bounds of stream ids that start with `prefix`, compared byte for
+/// byte: `[prefix, upper)`, with no upper bound when none exists.
+///
+/// UTF-8 orders bytes as it orders code points, so the first string past
+/// every id that starts with `prefix` is the prefix with its last character
+/// replaced by the next code point.
+pub(crate) fn prefix_bounds(prefix: &str) -> (String, Option<String>) {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return (prefix.to_owned(), Some(chars.into_iter().collect()));
+        }
+    }
+    (prefix.to_owned(), None)
+}
+
+/// Turns a stored row into an event; a row that does not fit is reported
+/// as [`ReadError::Corrupt`] with its position, never as a panic.
+pub(crate) fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent, ReadError> {
+    let position: i64 = row
+        .get(0)
+        .map_err(|e| corrupt(Position::START, format!("unreadable position: {e}")))?;
+    let position = u64::try_from(position)
+        .map(Position)
+        .map_err(|_| corrupt(Position::START, "negative position".into()))?;
+    let text = |i: usize, column: &str| -> Result<&str, ReadError> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
+                .map_err(|_| corrupt(position, format!("{column} is not valid UTF-8"))),
+            Ok(_) => Err(corrupt(position, format!("{column} is not text"))),
+            Err(e) => Err(corrupt(position, format!("{column} is unreadable: {e}"))),
+        }
+    };
+    let int = |i: usize, column: &str| -> Result<i64, ReadError> {
+        match row.get_ref(i) {
+            Ok(ValueRef::Integer(n)) => Ok(n),
+            _ => Err(corrupt(position, format!("{column} is not an integer"))),
+        }
+    };
+    let stream_id = StreamId::new(text(1, "stream id")?).map_err(|e| {
+        corrupt(
+            position,
+            format!("stored stream id is invalid: {}", e.problem),
+        )
+    })?;
+    let version = u64::try_from(int(2, "version")?)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| corrupt(position, "version is below 1".into()))?;
+    let event_id = match row.get_ref(3) {
+        Ok(ValueRef::Blob(bytes)) => uuid::Uuid::from_slice(bytes)
+            .ok()
+            .and_then(|u| EventId::from_uuid(u).ok()),
+        _ => None,
+    }
+    .ok_or_else(|| corrupt(position, "event id is not a 16-byte UUID".into()))?;
+    let event_type = EventType::new(text(4, "event type")?).map_err(|e| {
+        corrupt(
+            position,
+            format!("stored event type is invalid: {}", e.problem),
+        )
+    })?;
+    let schema_version = u32::try_from(int(5, "schema version")?)
+        .map_err(|_| corrupt(position, "schema version is out of range".into()))?;
+    let payload = Payload::from_stored(text(6, "payload")?.to_owned());
+    let metadata = match row.get_ref(7) {
+        Ok(ValueRef::Null) => Metadata::default(),
+        _ => Metadata::from_json(text(7, "metadata")?)
+            .map_err(|_| corrupt(position, "metadata is not valid metadata JSON".into()))?,
+    };
+    let recorded_at = Timestamp::from_unix_micros(int(8, "recorded_at")?);
+    Ok(RecordedEvent::from_parts(
+        position,
+        stream_id,
+        version,
+        event_id,
+        event_type,
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+    ))
+}
+
+fn corrupt(position: Position, reason: String) -> ReadError {
+    ReadError::Corrupt { position, reason }
+}
+
+/// Runs a query whose rows are events and collects them.
+pub(crate) fn query_events<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    capacity: usize,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let failed = |e| ReadError::Backend(backend("reading events", e));
+    let mut statement = conn.prepare_cached(sql).map_err(failed)?;
+    let mut rows = statement.query(params).map_err(failed)?;
+    let mut events = Vec::with_capacity(capacity.min(1024));
+    while let Some(row) = rows.next().map_err(failed)? {
+        events.push(event_from_row(row)?);
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_ids_with_the_prefix() {
+        assert_eq!(prefix_bounds("acc_"), ("acc_".into(), Some("acc`".into())));
+        assert_eq!(
+            prefix_bounds("account-"),
+            ("account-".into(), Some("account.".into()))
+        );
+        assert_eq!(prefix_bounds(""), (String::new(), None));
+        assert_eq!(
+            prefix_bounds("a\u{D7FF}"),
+            ("a\u{D7FF}".into(), Some("a\u{E000}".into()))
+        );
+        assert_eq!(
+            prefix_bounds("a\u{10FFFF}"),
+            ("a\u{10FFFF}".into(), Some("b".into()))
+        );
+        assert_eq!(prefix_bounds("\u{10FFFF}"), ("\u{10FFFF}".into(), None));
+    }
+}
