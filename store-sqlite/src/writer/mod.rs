@@ -342,6 +342,9 @@ fn run_transaction(
     recorded_at: Timestamp,
     faults: &fault::Faults,
 ) -> Outcome {
+    if let [Work::Append { request, .. }] = batch {
+        return append_alone(conn, request, recorded_at, faults);
+    }
     let begun = faults
         .check(Step::Begin)
         .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate));
@@ -391,6 +394,50 @@ fn run_transaction(
     }
 }
 
+/// One append with the transaction to itself: no savepoint is needed, the
+/// transaction is the unit that commits or rolls back. This is the path of
+/// appends made one at a time.
+fn append_alone(
+    conn: &mut Connection,
+    request: &AppendRequest,
+    recorded_at: Timestamp,
+    faults: &fault::Faults,
+) -> Outcome {
+    let not_started = |e| Outcome::NotStarted(backend("starting a write transaction", e));
+    if let Err(e) = faults.check(Step::Begin) {
+        return not_started(e);
+    }
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return not_started(e),
+    };
+    let mut next = match last_position(&tx) {
+        Ok(last) => last + 1,
+        Err(e) => return Outcome::NotStarted(backend("reading the head", e)),
+    };
+    match insert(&tx, request, &mut next, recorded_at, faults) {
+        Ok(outcome) => {
+            let answers = vec![Answer::Append(Ok(outcome))];
+            match faults.check(Step::Commit).and_then(|()| tx.commit()) {
+                Ok(()) => Outcome::Done {
+                    answers,
+                    head: Some(next - 1),
+                },
+                Err(error) => Outcome::CommitFailed { answers, error },
+            }
+        }
+        Err(stop) => {
+            // Undo the inserts (dropping the guard rolls back) before
+            // looking at what is stored, or the lookup would find them.
+            drop(tx);
+            Outcome::Done {
+                answers: vec![Answer::Append(resolve(conn, request, stop))],
+                head: None,
+            }
+        }
+    }
+}
+
 fn last_position(tx: &Transaction<'_>) -> Result<u64, rusqlite::Error> {
     let last: i64 = tx.prepare_cached(read::HEAD)?.query_row([], |r| r.get(0))?;
     // Positions are stored from u64 values checked to fit in i64.
@@ -422,21 +469,32 @@ fn append_in_savepoint(
             // Undo this append's inserts before looking at what is stored,
             // or the lookup would find them. Dropping the guard rolls back.
             drop(savepoint);
-            match stop {
-                Stop::Sqlite(e) => Err(failed(e)),
-                Stop::Refused(refusal) => match replay(tx, request)? {
-                    Replay::Committed(original) => Ok(original),
-                    Replay::New => Err(refusal),
-                },
-                Stop::DuplicateId => match replay(tx, request)? {
-                    Replay::Committed(original) => Ok(original),
-                    Replay::New => Err(AppendError::Backend(BackendError::new(
-                        BackendErrorKind::Other,
-                        "a uniqueness constraint failed on an append with new event ids",
-                    ))),
-                },
-            }
+            resolve(tx, request, stop)
         }
+    }
+}
+
+/// The answer to an append that stopped before it was written: a refusal
+/// or a duplicate id may be the retry of an append already committed, which
+/// gets the original result.
+fn resolve(
+    conn: &Connection,
+    request: &AppendRequest,
+    stop: Stop,
+) -> Result<AppendOutcome, AppendError> {
+    match stop {
+        Stop::Sqlite(e) => Err(AppendError::Backend(backend("appending", e))),
+        Stop::Refused(refusal) => match replay(conn, request)? {
+            Replay::Committed(original) => Ok(original),
+            Replay::New => Err(refusal),
+        },
+        Stop::DuplicateId => match replay(conn, request)? {
+            Replay::Committed(original) => Ok(original),
+            Replay::New => Err(AppendError::Backend(BackendError::new(
+                BackendErrorKind::Other,
+                "a uniqueness constraint failed on an append with new event ids",
+            ))),
+        },
     }
 }
 
@@ -516,13 +574,15 @@ fn replay(conn: &Connection, request: &AppendRequest) -> Result<Replay, AppendEr
             .query([&event.event_id().as_uuid().as_bytes()[..]])
             .map_err(failed)?;
         let found = match rows.next().map_err(failed)? {
-            Some(row) => Some(read::event_from_row(row).map_err(|e| {
-                AppendError::Backend(BackendError::with_source(
-                    BackendErrorKind::Corrupt,
-                    "a stored event with a retried id is unreadable",
-                    e,
-                ))
-            })?),
+            Some(row) => Some(
+                read::event_from_row(row, &mut read::Names::default()).map_err(|e| {
+                    AppendError::Backend(BackendError::with_source(
+                        BackendErrorKind::Corrupt,
+                        "a stored event with a retried id is unreadable",
+                        e,
+                    ))
+                })?,
+            ),
             None => None,
         };
         stored.push(found);
