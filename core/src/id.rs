@@ -5,6 +5,7 @@
 //! end with whitespace, so that two names that look the same are the same.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest stream id, event type name or tenant, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -114,8 +115,10 @@ pub(crate) fn check_name(kind: &'static str, value: &str) -> Result<(), InvalidN
 /// assert!(StreamId::new("").is_err());
 /// # Ok::<(), annals_core::InvalidName>(())
 /// ```
+///
+/// Cloning is cheap: the text is shared.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(String);
+pub struct StreamId(Arc<str>);
 
 impl StreamId {
     /// Validates a stream id.
@@ -132,7 +135,7 @@ impl StreamId {
                 if padded(category) || padded(id) {
                     NameProblem::SurroundingWhitespace
                 } else {
-                    return Ok(StreamId(value));
+                    return Ok(StreamId(Arc::from(value)));
                 }
             }
             _ => NameProblem::MissingPart,
@@ -148,7 +151,7 @@ impl StreamId {
 
     /// The part before the first `-`.
     pub fn category(&self) -> &str {
-        self.0.split_once('-').map_or(&self.0, |(c, _)| c)
+        self.0.split_once('-').map_or(&*self.0, |(c, _)| c)
     }
 
     /// The part after the first `-`.
@@ -211,15 +214,17 @@ impl AsRef<str> for StreamId {
 /// The stored name of an event type, such as `"AccountOpened"`.
 ///
 /// Follows the same rules as stream ids, without the `{category}-{id}` shape.
+///
+/// Cloning is cheap: the text is shared.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventType(String);
+pub struct EventType(Arc<str>);
 
 impl EventType {
     /// Validates an event type name.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidName> {
         let value = value.into();
         check_name("event type", &value)?;
-        Ok(EventType(value))
+        Ok(EventType(Arc::from(value)))
     }
 
     /// The name as text.
@@ -249,13 +254,13 @@ impl fmt::Debug for EventType {
 
 impl PartialEq<str> for EventType {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &*self.0 == other
     }
 }
 
 impl PartialEq<&str> for EventType {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 

@@ -58,8 +58,8 @@ pub use repository::{
 };
 pub use snapshot::{Snapshot, SnapshotDue, SnapshotError, SnapshotPolicy, SnapshotStore};
 pub use store::{
-    Direction, EventStore, EventStoreExt, HeadWatch, ReadAll, ReadStream, StreamFilter,
-    MAX_READ_LIMIT,
+    Direction, EventStore, EventStoreExt, HeadWatch, ReadAll, ReadStream, ReplayEvent,
+    StreamFilter, MAX_READ_LIMIT,
 };
 pub use upcast::{
     RegistryError, UpcastError, UpcastEvent, Upcaster, Upcasters, UpcastersBuilder, UpcastingStore,

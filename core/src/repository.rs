@@ -20,7 +20,7 @@ use crate::event::{Metadata, NewEvent, Position, RecordedEvent};
 use crate::id::{InvalidName, StreamId};
 use crate::payload::{Payload, PayloadError};
 use crate::snapshot::{Snapshot, SnapshotDue, SnapshotPolicy, SnapshotStore};
-use crate::store::{EventStore, EventStoreExt, ReadStream, MAX_READ_LIMIT};
+use crate::store::{EventStore, EventStoreExt, ReadStream, ReplayEvent, MAX_READ_LIMIT};
 
 /// Whether a command is decided again when its append meets a conflict.
 ///
@@ -296,13 +296,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         loop {
             let page = self
                 .store
-                .read_stream(stream, ReadStream::forward().from_version(version + 1))
+                .read_stream_for_replay(stream, ReadStream::forward().from_version(version + 1))
                 .await?;
             let full = page.len() == MAX_READ_LIMIT;
-            for recorded in &page {
-                let event = decode(recorded)?;
+            for stored in &page {
+                let event = decode(stream, stored)?;
                 state.apply(&event);
-                version = recorded.version;
+                version = stored.version;
             }
             if !full {
                 return Ok(Loaded {
@@ -448,17 +448,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// Decodes one recorded event into the aggregate's event type.
-fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, LoadError> {
+/// Decodes one stored event into the aggregate's event type.
+fn decode<E: DomainEvent>(stream: &StreamId, stored: &ReplayEvent) -> Result<E, LoadError> {
     E::decode(
-        recorded.event_type.as_str(),
-        recorded.schema_version,
-        &recorded.payload,
+        stored.event_type.as_str(),
+        stored.schema_version,
+        &stored.payload,
     )
     .map_err(|source| LoadError::Decode {
-        stream: recorded.stream_id.clone(),
-        version: recorded.version,
-        position: recorded.position,
+        stream: stream.clone(),
+        version: stored.version,
+        position: stored.position,
         source,
     })
 }

@@ -24,6 +24,7 @@ use crate::append::{AppendOutcome, AppendRequest, ExpectedVersion};
 use crate::error::{AppendError, ReadError, StoreClosed};
 use crate::event::{NewEvent, Position, RecordedEvent};
 use crate::id::{EventType, StreamId};
+use crate::payload::Payload;
 
 /// The most events one read returns; larger limits are lowered to this.
 pub const MAX_READ_LIMIT: usize = 10_000;
@@ -65,6 +66,22 @@ pub trait EventStore: Send + Sync {
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError>;
 
+    /// Reads a page of one stream's events with only what replaying them
+    /// into an aggregate needs (see [`ReplayEvent`]): the hot path of every
+    /// command, which a backend may serve with a leaner query.
+    ///
+    /// The default reads whole events with [`EventStore::read_stream`] and
+    /// keeps those parts, so a wrapper that changes events on the way (such
+    /// as [`crate::UpcastingStore`]) stays correct without overriding it.
+    async fn read_stream_for_replay(
+        &self,
+        stream: &StreamId,
+        read: ReadStream,
+    ) -> Result<Vec<ReplayEvent>, ReadError> {
+        let page = self.read_stream(stream, read).await?;
+        Ok(page.into_iter().map(ReplayEvent::from).collect())
+    }
+
     /// Reads a page of the global log.
     async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError>;
 
@@ -74,6 +91,55 @@ pub trait EventStore: Send + Sync {
 
     /// A watch on the head position, to wait for new events without polling.
     fn watch_head(&self) -> HeadWatch;
+}
+
+/// The parts of a stored event that rebuilding an aggregate needs: where
+/// it is, its version, and what to decode. Read with
+/// [`EventStore::read_stream_for_replay`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReplayEvent {
+    /// Its place in the global log.
+    pub position: Position,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its stored type name.
+    pub event_type: EventType,
+    /// The schema version of its payload.
+    pub schema_version: u32,
+    /// The JSON payload, exactly as appended.
+    pub payload: Payload,
+}
+
+impl ReplayEvent {
+    /// Builds one from its stored parts; for store backends.
+    pub fn from_parts(
+        position: Position,
+        version: u64,
+        event_type: EventType,
+        schema_version: u32,
+        payload: Payload,
+    ) -> Self {
+        ReplayEvent {
+            position,
+            version,
+            event_type,
+            schema_version,
+            payload,
+        }
+    }
+}
+
+impl From<RecordedEvent> for ReplayEvent {
+    fn from(event: RecordedEvent) -> Self {
+        ReplayEvent {
+            position: event.position,
+            version: event.version,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload,
+        }
+    }
 }
 
 /// Which way a stream read goes.
@@ -378,6 +444,13 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         (**self).read_stream(stream, read).await
+    }
+    async fn read_stream_for_replay(
+        &self,
+        stream: &StreamId,
+        read: ReadStream,
+    ) -> Result<Vec<ReplayEvent>, ReadError> {
+        (**self).read_stream_for_replay(stream, read).await
     }
     async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
         (**self).read_all(read).await

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Direction,
     EventStore, HeadWatch, Limits, Payload, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamFilter, StreamId, Timestamp,
+    RecordedEvent, ReplayEvent, Snapshot, SnapshotError, SnapshotStore, StreamFilter, StreamId,
+    Timestamp,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{backend, OpenError};
 use crate::options::{Access, SqliteOptions};
-use crate::read::{self, prefix_bounds, query_events, to_sql_int, ReadPool};
+use crate::read::{self, prefix_bounds, query_events, query_replay_events, to_sql_int, ReadPool};
 use crate::schema;
 use crate::writer::{Command, Work, Writer};
 
@@ -208,6 +209,30 @@ impl SqliteStore {
     }
 }
 
+/// The query and parameters of a stream read, or `None` when it asks for
+/// nothing (a limit of 0).
+fn stream_query(
+    stream: &StreamId,
+    read: ReadStream,
+    forward: &'static str,
+    backward: &'static str,
+) -> Option<(&'static str, (String, i64, i64), usize)> {
+    let limit = read.max_count();
+    if limit == 0 {
+        return None;
+    }
+    let (sql, from) = match read.direction() {
+        Direction::Backward => (backward, read.start().unwrap_or(u64::MAX)),
+        _ => (forward, read.start().unwrap_or(1)),
+    };
+    let params = (
+        stream.as_str().to_owned(),
+        to_sql_int(from),
+        to_sql_int(limit as u64),
+    );
+    Some((sql, params, limit))
+}
+
 /// Opens the file on a blocking thread: the write connection (none when
 /// read-only) and the head position.
 fn open_files(
@@ -264,19 +289,30 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let limit = read.max_count();
-        if limit == 0 {
+        let Some((sql, params, limit)) =
+            stream_query(stream, read, read::STREAM_FORWARD, read::STREAM_BACKWARD)
+        else {
             return Ok(Vec::new());
-        }
-        let (sql, from) = match read.direction() {
-            Direction::Backward => (read::STREAM_BACKWARD, read.start().unwrap_or(u64::MAX)),
-            _ => (read::STREAM_FORWARD, read.start().unwrap_or(1)),
         };
-        let stream = stream.as_str().to_owned();
-        let params = (stream, to_sql_int(from), to_sql_int(limit as u64));
         self.inner
             .reads
             .run(move |conn| query_events(conn, sql, params, limit))
+            .await
+    }
+
+    async fn read_stream_for_replay(
+        &self,
+        stream: &StreamId,
+        read: ReadStream,
+    ) -> Result<Vec<ReplayEvent>, ReadError> {
+        let Some((sql, params, limit)) =
+            stream_query(stream, read, read::REPLAY_FORWARD, read::REPLAY_BACKWARD)
+        else {
+            return Ok(Vec::new());
+        };
+        self.inner
+            .reads
+            .run(move |conn| query_replay_events(conn, sql, params, limit))
             .await
     }
 

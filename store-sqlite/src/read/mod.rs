@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use annals_core::{
     BackendError, BackendErrorKind, EventId, EventType, Metadata, Payload, Position, ReadError,
-    RecordedEvent, StreamId, Timestamp,
+    RecordedEvent, ReplayEvent, StreamId, Timestamp,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
@@ -23,6 +23,8 @@ use crate::schema;
 
 pub(crate) const STREAM_FORWARD: &str = include_str!("stream_forward.sql");
 pub(crate) const STREAM_BACKWARD: &str = include_str!("stream_backward.sql");
+pub(crate) const REPLAY_FORWARD: &str = include_str!("replay_forward.sql");
+pub(crate) const REPLAY_BACKWARD: &str = include_str!("replay_backward.sql");
 pub(crate) const ALL: &str = include_str!("all.sql");
 pub(crate) const BY_EVENT_ID: &str = include_str!("by_event_id.sql");
 pub(crate) const HEAD: &str = include_str!("head.sql");
@@ -60,13 +62,20 @@ impl ReadPool {
             .await
             .map_err(|_| E::from(BackendError::closed()))?;
         let pool = Arc::clone(self);
-        let outcome = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let conn = pool.take().map_err(E::from)?;
             let result = read(&conn);
             pool.put(conn);
             result
-        })
-        .await;
+        };
+        let outcome = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // On a multi-threaded runtime the read runs right here, after the
+            // runtime has moved this worker's other tasks to another thread:
+            // no hand-off to a sleeping thread and back, which costs more
+            // than a short read itself.
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => Ok(tokio::task::block_in_place(work)),
+            _ => tokio::task::spawn_blocking(work).await,
+        };
         drop(permit);
         outcome.unwrap_or_else(|join| {
             Err(E::from(BackendError::new(
@@ -127,22 +136,67 @@ pub(crate) fn prefix_bounds(prefix: &str) -> (String, Option<String>) {
     (prefix.to_owned(), None)
 }
 
+/// The stream ids and event types of the rows read so far in one query.
+///
+/// Rows of a page mostly repeat a few names (every row of a stream read has
+/// the same stream id), so a name equal to one already read is shared
+/// rather than checked and copied again.
+#[derive(Default)]
+pub(crate) struct Names {
+    stream: Option<StreamId>,
+    types: Vec<EventType>,
+}
+
+/// How many distinct event types a page remembers.
+const REMEMBERED_TYPES: usize = 32;
+
+impl Names {
+    fn stream(&mut self, bytes: &[u8]) -> Result<StreamId, String> {
+        if let Some(known) = &self.stream {
+            if known.as_str().as_bytes() == bytes {
+                return Ok(known.clone());
+            }
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| "stream id is not valid UTF-8")?;
+        let stream = StreamId::new(text)
+            .map_err(|e| format!("stored stream id is invalid: {}", e.problem))?;
+        self.stream = Some(stream.clone());
+        Ok(stream)
+    }
+
+    fn event_type(&mut self, bytes: &[u8]) -> Result<EventType, String> {
+        if let Some(known) = self.types.iter().find(|t| t.as_str().as_bytes() == bytes) {
+            return Ok(known.clone());
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| "event type is not valid UTF-8")?;
+        let event_type = EventType::new(text)
+            .map_err(|e| format!("stored event type is invalid: {}", e.problem))?;
+        if self.types.len() < REMEMBERED_TYPES {
+            self.types.push(event_type.clone());
+        }
+        Ok(event_type)
+    }
+}
+
 /// Turns a stored row into an event; a row that does not fit is reported
 /// as [`ReadError::Corrupt`] with its position, never as a panic.
-pub(crate) fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent, ReadError> {
+pub(crate) fn event_from_row(row: &Row<'_>, names: &mut Names) -> Result<RecordedEvent, ReadError> {
     let position: i64 = row
         .get(0)
         .map_err(|e| corrupt(Position::START, format!("unreadable position: {e}")))?;
     let position = u64::try_from(position)
         .map(Position)
         .map_err(|_| corrupt(Position::START, "negative position".into()))?;
-    let text = |i: usize, column: &str| -> Result<&str, ReadError> {
+    let bytes = |i: usize, column: &str| -> Result<&[u8], ReadError> {
         match row.get_ref(i) {
-            Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
-                .map_err(|_| corrupt(position, format!("{column} is not valid UTF-8"))),
+            Ok(ValueRef::Text(bytes)) => Ok(bytes),
             Ok(_) => Err(corrupt(position, format!("{column} is not text"))),
             Err(e) => Err(corrupt(position, format!("{column} is unreadable: {e}"))),
         }
+    };
+    let text = |i: usize, column: &str| -> Result<&str, ReadError> {
+        std::str::from_utf8(bytes(i, column)?)
+            .map_err(|_| corrupt(position, format!("{column} is not valid UTF-8")))
     };
     let int = |i: usize, column: &str| -> Result<i64, ReadError> {
         match row.get_ref(i) {
@@ -150,12 +204,9 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent, ReadError> 
             _ => Err(corrupt(position, format!("{column} is not an integer"))),
         }
     };
-    let stream_id = StreamId::new(text(1, "stream id")?).map_err(|e| {
-        corrupt(
-            position,
-            format!("stored stream id is invalid: {}", e.problem),
-        )
-    })?;
+    let stream_id = names
+        .stream(bytes(1, "stream id")?)
+        .map_err(|reason| corrupt(position, reason))?;
     let version = u64::try_from(int(2, "version")?)
         .ok()
         .filter(|v| *v >= 1)
@@ -167,12 +218,9 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent, ReadError> 
         _ => None,
     }
     .ok_or_else(|| corrupt(position, "event id is not a 16-byte UUID".into()))?;
-    let event_type = EventType::new(text(4, "event type")?).map_err(|e| {
-        corrupt(
-            position,
-            format!("stored event type is invalid: {}", e.problem),
-        )
-    })?;
+    let event_type = names
+        .event_type(bytes(4, "event type")?)
+        .map_err(|reason| corrupt(position, reason))?;
     let schema_version = u32::try_from(int(5, "schema version")?)
         .map_err(|_| corrupt(position, "schema version is out of range".into()))?;
     let payload = Payload::from_stored(text(6, "payload")?.to_owned());
@@ -195,6 +243,62 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent, ReadError> 
     ))
 }
 
+/// Turns a row of a replay query into a [`ReplayEvent`].
+fn replay_event_from_row(row: &Row<'_>, names: &mut Names) -> Result<ReplayEvent, ReadError> {
+    let position = u64::try_from(int(row, 0).unwrap_or(-1))
+        .map(Position)
+        .map_err(|_| corrupt(Position::START, "position is not a positive integer".into()))?;
+    let version = u64::try_from(int(row, 1).unwrap_or(0))
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| corrupt(position, "version is below 1".into()))?;
+    let event_type = match row.get_ref(2) {
+        Ok(ValueRef::Text(bytes)) => names.event_type(bytes),
+        _ => Err("event type is not text".to_owned()),
+    }
+    .map_err(|reason| corrupt(position, reason))?;
+    let schema_version = int(row, 3)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| corrupt(position, "schema version is out of range".into()))?;
+    let payload = match row.get_ref(4) {
+        Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
+            .map_err(|_| corrupt(position, "payload is not valid UTF-8".into()))?,
+        _ => return Err(corrupt(position, "payload is not text".into())),
+    };
+    Ok(ReplayEvent::from_parts(
+        position,
+        version,
+        event_type,
+        schema_version,
+        Payload::from_stored(payload.to_owned()),
+    ))
+}
+
+fn int(row: &Row<'_>, i: usize) -> Option<i64> {
+    match row.get_ref(i) {
+        Ok(ValueRef::Integer(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// Runs a replay query and collects its rows.
+pub(crate) fn query_replay_events<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    capacity: usize,
+) -> Result<Vec<ReplayEvent>, ReadError> {
+    let failed = |e| ReadError::Backend(backend("reading events", e));
+    let mut statement = conn.prepare_cached(sql).map_err(failed)?;
+    let mut rows = statement.query(params).map_err(failed)?;
+    let mut events = Vec::with_capacity(capacity.min(1024));
+    let mut names = Names::default();
+    while let Some(row) = rows.next().map_err(failed)? {
+        events.push(replay_event_from_row(row, &mut names)?);
+    }
+    Ok(events)
+}
+
 fn corrupt(position: Position, reason: String) -> ReadError {
     ReadError::Corrupt { position, reason }
 }
@@ -210,8 +314,9 @@ pub(crate) fn query_events<P: rusqlite::Params>(
     let mut statement = conn.prepare_cached(sql).map_err(failed)?;
     let mut rows = statement.query(params).map_err(failed)?;
     let mut events = Vec::with_capacity(capacity.min(1024));
+    let mut names = Names::default();
     while let Some(row) = rows.next().map_err(failed)? {
-        events.push(event_from_row(row)?);
+        events.push(event_from_row(row, &mut names)?);
     }
     Ok(events)
 }

@@ -185,6 +185,7 @@ fn all_cases() -> Vec<Case> {
         7 reads::read_all_pages_after_a_position,
         7 reads::read_all_filters_by_category_prefix_and_type,
         7 reads::long_stream_reads_to_end_across_pages,
+        7 reads::replay_reads_match_full_reads,
         8 races::followers_never_skip_committed_events,
         9 races::racing_appends_with_one_version_exactly_one_wins,
         9 races::read_modify_write_loops_lose_nothing,

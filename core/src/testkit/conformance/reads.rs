@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{ensure, event, events, stream, CaseResult, Options, Step};
 use crate::{
     EventStore, EventStoreExt, EventType, ExpectedVersion, Metadata, NewEvent, Payload, Position,
-    ReadAll, ReadStream, RecordedEvent, Timestamp, MAX_READ_LIMIT,
+    ReadAll, ReadStream, RecordedEvent, ReplayEvent, Timestamp, MAX_READ_LIMIT,
 };
 
 fn versions(events: &[RecordedEvent]) -> Vec<u64> {
@@ -368,5 +368,65 @@ pub(crate) async fn long_stream_reads_to_end_across_pages(
         "an uncapped read returned {} events",
         page.len()
     );
+    Ok(())
+}
+
+/// Guarantee 7: the replay read returns the same events as the full read,
+/// cut down to what replay needs, in every direction and range.
+pub(crate) async fn replay_reads_match_full_reads(
+    store: Arc<dyn EventStore>,
+    _: Options,
+) -> CaseResult {
+    let s = stream("account-1");
+    let mut typed = events(0..6);
+    typed.push(
+        NewEvent::new(
+            "Other",
+            3,
+            Payload::from_json(r#"{ "x" : [1, 2] }"#).step("payload")?,
+        )
+        .step("event")?,
+    );
+    store
+        .append_to_stream(&s, ExpectedVersion::NoStream, typed)
+        .await
+        .step("seed")?;
+    store
+        .append_to_stream(
+            &stream("account-2"),
+            ExpectedVersion::NoStream,
+            events(0..2),
+        )
+        .await
+        .step("seed other")?;
+    let reads = [
+        ReadStream::forward(),
+        ReadStream::forward().from_version(3).limit(2),
+        ReadStream::backward(),
+        ReadStream::backward().from_version(4).limit(3),
+        ReadStream::forward().limit(0),
+    ];
+    for read in reads {
+        let full: Vec<ReplayEvent> = store
+            .read_stream(&s, read)
+            .await
+            .step("read")?
+            .into_iter()
+            .map(ReplayEvent::from)
+            .collect();
+        let replay = store
+            .read_stream_for_replay(&s, read)
+            .await
+            .step("replay read")?;
+        ensure!(
+            replay == full,
+            "{read:?}: the replay read differs from the full read"
+        );
+    }
+    let none = store
+        .read_stream_for_replay(&stream("account-404"), ReadStream::forward())
+        .await
+        .step("replay read of a missing stream")?;
+    ensure!(none.is_empty(), "a missing stream returned events");
     Ok(())
 }
