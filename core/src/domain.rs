@@ -9,7 +9,7 @@
 //! `#[derive(DomainEvent)]` writes the impl; a hand-written one is fine too.
 
 use crate::error::DecodeError;
-use crate::event::{Metadata, NewEvent};
+use crate::event::{Metadata, NewEvent, RecordedEvent};
 use crate::id::InvalidName;
 use crate::payload::{Payload, PayloadError};
 
@@ -140,5 +140,46 @@ impl NewEvent {
         let new_event = NewEvent::new(event_type, event.schema_version(), payload)
             .map_err(EncodeError::InvalidEventType)?;
         Ok(new_event.with_metadata(metadata))
+    }
+}
+
+impl RecordedEvent {
+    /// Decodes the stored event into a typed domain event.
+    ///
+    /// Every failure is an error — an unknown type, a schema version from
+    /// the future or the past, a payload that does not fit — so that no
+    /// event is ever dropped without anyone deciding so.
+    ///
+    /// ```
+    /// use annals_core::testkit::bank::AccountEvent;
+    /// use annals_core::{Metadata, NewEvent, Position, StreamId, Timestamp};
+    /// let recorded = NewEvent::from_domain(&AccountEvent::Deposited { amount: 5 }, Metadata::default())?
+    ///     .into_recorded(StreamId::new("account-1")?, 1, Position(1), Timestamp::now());
+    /// assert_eq!(recorded.decode::<AccountEvent>()?, AccountEvent::Deposited { amount: 5 });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, DecodeError> {
+        E::decode(self.event_type.as_str(), self.schema_version, &self.payload)
+    }
+
+    /// Like [`RecordedEvent::decode`], but an event of a type `E` does not
+    /// know gives `Ok(None)`: for readers of the global log (a projection)
+    /// that choose to skip other types. Every other failure, a schema
+    /// version from the future included, is still an error.
+    ///
+    /// ```
+    /// use annals_core::testkit::bank::AccountEvent;
+    /// use annals_core::{NewEvent, Payload, Position, StreamId, Timestamp};
+    /// let other = NewEvent::new("ParcelShipped", 1, Payload::from_json("{}")?)?
+    ///     .into_recorded(StreamId::new("parcel-1")?, 1, Position(1), Timestamp::now());
+    /// assert_eq!(other.decode_known::<AccountEvent>()?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode_known<E: DomainEvent>(&self) -> Result<Option<E>, DecodeError> {
+        match self.decode() {
+            Ok(event) => Ok(Some(event)),
+            Err(DecodeError::UnknownEventType { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 }

@@ -21,6 +21,7 @@ use crate::id::{InvalidName, StreamId};
 use crate::payload::{Payload, PayloadError};
 use crate::snapshot::{Snapshot, SnapshotDue, SnapshotPolicy, SnapshotStore};
 use crate::store::{EventStore, EventStoreExt, ReadStream, ReplayEvent, MAX_READ_LIMIT};
+use crate::upcast::{RegistryError, Upcasters};
 
 /// Whether a command is decided again when its append meets a conflict.
 ///
@@ -146,6 +147,9 @@ pub enum LoadError {
     /// The store could not be read.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The event type's upcasters do not form a valid registry: fix them.
+    #[error("the upcasters of the event type are invalid: {0}")]
+    Upcasters(RegistryError),
     /// A stored event does not decode into the aggregate's event type: fix the
     /// data or add an upcaster. Nothing is skipped.
     #[error("stream {stream} version {version} (position {position}): {source}")]
@@ -207,7 +211,32 @@ pub struct Repository<A, S> {
     store: S,
     retry: RetryPolicy,
     snapshots: Option<Arc<Snapshots<A>>>,
+    upcasting: Upcasting,
     aggregate: PhantomData<fn() -> A>,
+}
+
+/// How a repository brings old stored events up to date.
+#[derive(Clone)]
+enum Upcasting {
+    /// The event type declares no upcasters: events are read as stored.
+    None,
+    /// The checked registry of the event type's upcasters.
+    Registry(Upcasters),
+    /// The event type's upcasters do not form a valid registry; every load
+    /// reports why.
+    Broken(RegistryError),
+}
+
+impl Upcasting {
+    fn of<E: DomainEvent>() -> Self {
+        if E::upcasters().is_empty() {
+            return Upcasting::None;
+        }
+        match Upcasters::for_events::<E>() {
+            Ok(registry) => Upcasting::Registry(registry),
+            Err(error) => Upcasting::Broken(error),
+        }
+    }
 }
 
 /// How a repository keeps snapshots of its aggregates.
@@ -224,6 +253,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             retry: self.retry,
             snapshots: self.snapshots.clone(),
+            upcasting: self.upcasting.clone(),
             aggregate: PhantomData,
         }
     }
@@ -231,12 +261,43 @@ impl<A, S: Clone> Clone for Repository<A, S> {
 
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// A repository on `store`, returning conflicts to the caller.
+    ///
+    /// Loads bring old stored events up to date with the upcasters the
+    /// event type declares ([`DomainEvent::upcasters`], the derive's
+    /// `#[event(upcasters = ...)]`). If they do not form a valid registry,
+    /// every load fails with [`LoadError::Upcasters`]; use
+    /// [`Repository::try_new`] to find out at start-up instead.
     pub fn new(store: S) -> Self {
+        let upcasting = Upcasting::of::<A::Event>();
+        if let Upcasting::Broken(error) = &upcasting {
+            tracing::error!(category = A::CATEGORY, %error, "the event type's upcasters are invalid");
+        }
         Repository {
             store,
             retry: RetryPolicy::never(),
             snapshots: None,
+            upcasting,
             aggregate: PhantomData,
+        }
+    }
+
+    /// A repository on `store` whose event type's upcasters are checked now:
+    /// a gap, a duplicate step or a cycle in them is an error at start-up.
+    ///
+    /// ```
+    /// use annals_core::testkit::bank::Account;
+    /// use annals_core::{InMemoryStore, Repository};
+    /// let accounts = Repository::<Account, _>::try_new(InMemoryStore::new())?;
+    /// # let _ = accounts;
+    /// # Ok::<(), annals_core::RegistryError>(())
+    /// ```
+    pub fn try_new(store: S) -> Result<Self, RegistryError> {
+        match Upcasting::of::<A::Event>() {
+            Upcasting::Broken(error) => Err(error),
+            upcasting => Ok(Repository {
+                upcasting,
+                ..Repository::new(store)
+            }),
         }
     }
 
@@ -294,16 +355,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let (mut state, from) = self.start(stream).await;
         let mut version = from;
         loop {
-            let page = self
-                .store
-                .read_stream_for_replay(stream, ReadStream::forward().from_version(version + 1))
-                .await?;
-            let full = page.len() == MAX_READ_LIMIT;
+            let read = ReadStream::forward().from_version(version + 1);
+            let (page, full, last) = self.read_page(stream, read).await?;
             for stored in &page {
                 let event = decode(stream, stored)?;
                 state.apply(&event);
-                version = stored.version;
             }
+            version = last.unwrap_or(version);
             if !full {
                 return Ok(Loaded {
                     state,
@@ -311,6 +369,35 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     replayed: version - from,
                 });
             }
+        }
+    }
+
+    /// One page of a stream, brought up to date: the events, whether the
+    /// page was full (more may follow), and the last stored version read.
+    async fn read_page(
+        &self,
+        stream: &StreamId,
+        read: ReadStream,
+    ) -> Result<(Vec<ReplayEvent>, bool, Option<u64>), LoadError> {
+        match &self.upcasting {
+            Upcasting::None => {
+                let page = self.store.read_stream_for_replay(stream, read).await?;
+                let (full, last) = (page_is_full(page.len()), page.last().map(|e| e.version));
+                Ok((page, full, last))
+            }
+            Upcasting::Registry(upcasters) => {
+                // Upcasters see the whole stored event (metadata included),
+                // so this path reads whole events.
+                let page = self.store.read_stream(stream, read).await?;
+                let (full, last) = (page_is_full(page.len()), page.last().map(|e| e.version));
+                let page = upcasters.upcast_page(page)?;
+                Ok((
+                    page.into_iter().map(ReplayEvent::from).collect(),
+                    full,
+                    last,
+                ))
+            }
+            Upcasting::Broken(error) => Err(LoadError::Upcasters(error.clone())),
         }
     }
 
@@ -446,6 +533,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
         }
     }
+}
+
+fn page_is_full(len: usize) -> bool {
+    len == MAX_READ_LIMIT
 }
 
 /// Decodes one stored event into the aggregate's event type.

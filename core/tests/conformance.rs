@@ -6,3 +6,11 @@ use annals_core::InMemoryStore;
 async fn in_memory_store_keeps_the_store_contract() {
     conformance::run(|| async { Ok::<_, std::convert::Infallible>(InMemoryStore::new()) }).await;
 }
+
+#[tokio::test]
+async fn in_memory_store_keeps_the_snapshot_contract() {
+    conformance::run_snapshots(|| async {
+        Ok::<_, std::convert::Infallible>(InMemoryStore::new())
+    })
+    .await;
+}

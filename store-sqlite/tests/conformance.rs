@@ -1,4 +1,6 @@
 //! The SQLite store keeps every guarantee of the store contract.
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use annals_core::testkit::conformance;
 use annals_sqlite::{Durability, SqliteStore};
 
@@ -9,9 +11,22 @@ async fn sqlite_store_keeps_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_with_relaxed_durability_keeps_the_store_contract() {
+async fn sqlite_store_on_a_named_file_with_relaxed_durability_keeps_the_store_contract() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let count = AtomicUsize::new(0);
     conformance::run(|| {
-        SqliteStore::open_temporary_with(SqliteStore::options().durability(Durability::Relaxed))
+        let path = dir
+            .path()
+            .join(format!("case-{}.db", count.fetch_add(1, Ordering::SeqCst)));
+        SqliteStore::options()
+            .path(path)
+            .durability(Durability::Relaxed)
+            .open()
     })
     .await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_snapshot_contract() {
+    conformance::run_snapshots(SqliteStore::open_temporary).await;
 }

@@ -23,6 +23,7 @@ mod basics;
 mod idempotency;
 mod races;
 mod reads;
+mod snapshots;
 
 use std::fmt::{Debug, Display};
 use std::future::Future;
@@ -30,19 +31,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{EventStore, NewEvent, Payload, StreamId};
+use crate::{EventStore, NewEvent, Payload, SnapshotStore, StreamId};
 
 /// What a case returns: `Err` names the broken expectation.
 pub(crate) type CaseResult = Result<(), String>;
 
 type CaseFuture = Pin<Box<dyn Future<Output = CaseResult> + Send>>;
 
-/// One check of the contract.
-struct Case {
+/// One check of the contract of a store trait `T`.
+struct Case<T: ?Sized> {
     name: &'static str,
-    /// The number of the guarantee in [`EventStore`]'s docs.
+    /// The number of the guarantee in the trait's docs.
     guarantee: u8,
-    run: fn(Arc<dyn EventStore>, Options) -> CaseFuture,
+    run: fn(Arc<T>, Options) -> CaseFuture,
 }
 
 /// What a backend promises beyond the common contract.
@@ -97,45 +98,94 @@ where
 
     /// Runs every case; panics at the end with the list of failures.
     pub async fn run(self) {
-        let mut failures = Vec::new();
-        let cases = all_cases();
-        for case in &cases {
-            let outcome = match (self.factory)().await {
-                Err(e) => Err(format!("the factory failed to make a store: {e:?}")),
-                Ok(store) => {
-                    let store: Arc<dyn EventStore> = Arc::new(store);
-                    // Spawned so that a panicking case is reported, not fatal.
-                    let task = tokio::spawn((case.run)(store, self.options));
-                    match tokio::time::timeout(self.case_timeout, task).await {
-                        Err(_) => Err(format!("did not finish within {:?}", self.case_timeout)),
-                        Ok(Err(join)) => Err(format!("panicked: {}", panic_message(join))),
-                        Ok(Ok(result)) => result,
-                    }
-                }
-            };
-            match outcome {
-                Ok(()) => println!("conformance: {} ... ok", case.name),
-                Err(why) => {
-                    println!("conformance: {} ... FAILED: {why}", case.name);
-                    failures.push(format!(
-                        "guarantee {}: {}: {why}",
-                        case.guarantee, case.name
-                    ));
+        let factory = &self.factory;
+        let make = || async move {
+            factory()
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn EventStore>)
+                .map_err(|e| format!("{e:?}"))
+        };
+        run_cases(&all_cases(), make, self.options, self.case_timeout).await;
+    }
+}
+
+/// Runs the snapshot store contract ([`SnapshotStore`]'s numbered
+/// guarantees) against fresh stores from `factory`; panics at the end if any
+/// is broken.
+///
+/// ```
+/// use annals_core::testkit::conformance;
+/// use annals_core::InMemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// conformance::run_snapshots(|| async { Ok::<_, std::convert::Infallible>(InMemoryStore::new()) }).await;
+/// # }
+/// ```
+pub async fn run_snapshots<F, Fut, S, E>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: SnapshotStore + 'static,
+    E: Debug,
+{
+    let factory = &factory;
+    let make = || async move {
+        factory()
+            .await
+            .map(|store| Arc::new(store) as Arc<dyn SnapshotStore>)
+            .map_err(|e| format!("{e:?}"))
+    };
+    let options = Options {
+        gap_free_positions: true,
+    };
+    run_cases(&snapshot_cases(), make, options, Duration::from_secs(60)).await;
+}
+
+/// Runs each case on a fresh store, reports each, and panics at the end with
+/// the list of broken guarantees.
+async fn run_cases<T, M, Fut>(cases: &[Case<T>], make: M, options: Options, timeout: Duration)
+where
+    T: ?Sized + Send + Sync + 'static,
+    M: Fn() -> Fut,
+    Fut: Future<Output = Result<Arc<T>, String>>,
+{
+    let mut failures = Vec::new();
+    for case in cases {
+        let outcome = match make().await {
+            Err(e) => Err(format!("the factory failed to make a store: {e}")),
+            Ok(store) => {
+                // Spawned so that a panicking case is reported, not fatal.
+                let task = tokio::spawn((case.run)(store, options));
+                match tokio::time::timeout(timeout, task).await {
+                    Err(_) => Err(format!("did not finish within {timeout:?}")),
+                    Ok(Err(join)) => Err(format!("panicked: {}", panic_message(join))),
+                    Ok(Ok(result)) => result,
                 }
             }
+        };
+        match outcome {
+            Ok(()) => println!("conformance: {} ... ok", case.name),
+            Err(why) => {
+                println!("conformance: {} ... FAILED: {why}", case.name);
+                failures.push(format!(
+                    "guarantee {}: {}: {why}",
+                    case.guarantee, case.name
+                ));
+            }
         }
-        println!(
-            "conformance: {} passed, {} failed",
-            cases.len() - failures.len(),
-            failures.len()
-        );
-        assert!(
-            failures.is_empty(),
-            "the store breaks {} case(s) of the contract:\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        );
     }
+    println!(
+        "conformance: {} passed, {} failed",
+        cases.len() - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "the store breaks {} case(s) of the contract:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
 }
 
 fn panic_message(join: tokio::task::JoinError) -> String {
@@ -159,7 +209,17 @@ macro_rules! cases {
     };
 }
 
-fn all_cases() -> Vec<Case> {
+fn snapshot_cases() -> Vec<Case<dyn SnapshotStore>> {
+    cases![
+        1 snapshots::missing_snapshot_loads_as_none,
+        1 snapshots::saved_snapshot_loads_back_exactly,
+        2 snapshots::newer_snapshot_replaces_an_older_one,
+        2 snapshots::older_snapshot_never_replaces_a_newer_one,
+        1 snapshots::snapshots_of_different_streams_are_separate,
+    ]
+}
+
+fn all_cases() -> Vec<Case<dyn EventStore>> {
     cases![
         1 basics::versions_start_at_one_without_gaps,
         2 basics::positions_increase_in_commit_order,
