@@ -152,9 +152,12 @@ pub fn redacted_message(error: &serde_json::Error) -> String {
             return format!("{prefix}{kind}{expected}");
         }
     }
-    if message.starts_with("unknown variant") {
-        let expected = message.find(", expected").map_or("", |at| &message[at..]);
-        return format!("unknown variant{expected}");
+    // The unknown name came from the data; the expected ones from the type.
+    for prefix in ["unknown variant", "unknown field"] {
+        if message.starts_with(prefix) {
+            let expected = message.find(", expected").map_or("", |at| &message[at..]);
+            return format!("{prefix}{expected}");
+        }
     }
     message.to_owned()
 }
@@ -687,6 +690,16 @@ mod tests {
         }
         let err = serde_json::from_str::<Kind>(r#""SENTINEL""#).unwrap_err();
         assert!(!redacted_message(&err).contains("SENTINEL"));
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            a: u8,
+        }
+        let err = serde_json::from_str::<Strict>(r#"{"a":1,"SENTINEL":2}"#).unwrap_err();
+        let message = redacted_message(&err);
+        assert!(!message.contains("SENTINEL"), "{message}");
+        assert_eq!(message, "unknown field, expected `a`");
     }
 
     #[test]
