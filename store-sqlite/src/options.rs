@@ -33,6 +33,8 @@ pub enum Access {
     ReadWrite,
     /// Reads only: the file must exist and is never changed; appends fail
     /// with [`BackendErrorKind::ReadOnly`](annals_core::BackendErrorKind::ReadOnly).
+    /// Reads see what other processes commit, but the head watch does not
+    /// move: a reader that follows the log polls [`head`](annals_core::EventStore::head).
     ReadOnly,
 }
 
