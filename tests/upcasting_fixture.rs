@@ -344,9 +344,16 @@ fn assert_current_shapes(
         assert_eq!(payload, expected_payload, "{label}: position {position}");
         assert_eq!(&event.decode::<CurrentEvent>()?, current, "{label}");
         let stored = &fixture[usize::try_from(*position)? - 1];
+        // The first part of a split keeps the stored id; the others (the
+        // opening deposit split off "AccountCreated") have ids of their own.
+        let split_off =
+            stored.event_type == "AccountCreated" && event.event_type.as_str() == "Deposited";
         assert_eq!(
-            event.event_id, stored.event_id,
-            "{label}: position {position}"
+            event.event_id == stored.event_id,
+            !split_off,
+            "{label}: position {position}: id {} against stored {}",
+            event.event_id,
+            stored.event_id
         );
         assert_eq!(
             event.metadata, stored.metadata,

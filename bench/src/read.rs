@@ -153,7 +153,10 @@ pub(crate) async fn scan(settings: Settings) -> Result<(), Box<dyn Error>> {
     let [ours, baseline, narrow] = best.map(|took| report::per_second(total, took));
     report::compare("scan", ours, baseline);
     report::figure("baseline_scan_type_and_payload", narrow, "events/s");
-    println!("ratio_scan_type_and_payload: {:.2}", ours / narrow.max(1e-9));
+    println!(
+        "ratio_scan_type_and_payload: {:.2}",
+        ours / narrow.max(1e-9)
+    );
     report::figure("scan_peak_rss", rss[0], "MiB");
     report::figure("scan_peak_rss_growth", growth[0], "MiB");
     report::figure("baseline_scan_peak_rss", rss[1], "MiB");

@@ -194,8 +194,9 @@ impl TryFrom<String> for StreamId {
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Validated ids hold no control characters, so printing them raw is safe.
-        f.write_str(&self.0)
+        // Validated ids hold no control characters, so printing them raw is
+        // safe; `pad` honours width and alignment.
+        f.pad(&self.0)
     }
 }
 
@@ -242,7 +243,7 @@ impl TryFrom<&str> for EventType {
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

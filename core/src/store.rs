@@ -279,6 +279,12 @@ impl ReadAll {
         self
     }
 
+    /// The same read, starting after another position: the next page.
+    pub fn after_position(mut self, position: Position) -> Self {
+        self.after = position;
+        self
+    }
+
     /// Only streams of this category.
     pub fn category(mut self, category: impl Into<String>) -> Self {
         self.streams = StreamFilter::Category(category.into());

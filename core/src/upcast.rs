@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use crate::append::{AppendOutcome, AppendRequest};
 use crate::domain::DomainEvent;
 use crate::error::{AppendError, ReadError};
-use crate::event::{Metadata, Position, RecordedEvent};
+use crate::event::{EventId, Metadata, Position, RecordedEvent};
 use crate::id::{EventType, StreamId};
 use crate::payload::Payload;
 use crate::store::{EventStore, HeadWatch, ReadAll, ReadStream};
@@ -244,6 +244,18 @@ pub enum UpcastError {
         /// The version it returned.
         produced_version: u32,
     },
+    /// The event is stored under an old name (one the upcasters rename or
+    /// reshape) at a version no upcaster reads: it was written by code this
+    /// registry does not know. Deploy that code's upcasters; never skip it.
+    #[error(
+        "event type {event_type:?} version {version} is an old name at a version no upcaster reads"
+    )]
+    NoPath {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        version: u32,
+    },
     /// The upcast payload cannot be stored as JSON (a NUL or deep nesting),
     /// or the upcast type name is invalid.
     #[error("upcast event is invalid: {reason}")]
@@ -319,7 +331,7 @@ impl UpcastersBuilder {
             by_version.insert(step.from_version, step);
         }
         for (name, &now) in &current {
-            for version in 1..now {
+            for version in first_version(name, &steps)..now {
                 let has_step = steps.get(name).is_some_and(|s| s.contains_key(&version));
                 if !has_step {
                     return Err(RegistryError::MissingStep {
@@ -337,6 +349,49 @@ impl UpcastersBuilder {
         registry.check_paths()?;
         Ok(registry)
     }
+}
+
+/// The oldest version of `name` that stored events can have, as far as the
+/// steps tell: 1, unless steps of other types produce `name` only from some
+/// version on and `name` has no step of its own below that version (the
+/// type was born under that name by a rename, such as `AccountCreated` v1
+/// becoming `Opened` v2 in one step). Every version from there up to the
+/// current one needs a step.
+fn first_version(name: &str, steps: &HashMap<String, BTreeMap<u32, Upcaster>>) -> u32 {
+    let produced_from = steps
+        .iter()
+        .filter(|(other, _)| other.as_str() != name)
+        .flat_map(|(_, by_version)| by_version.values())
+        .flat_map(|step| step.produces.iter())
+        .filter(|(t, _)| t == name)
+        .map(|(_, v)| *v)
+        .min();
+    let own_lowest = steps
+        .get(name)
+        .and_then(|by_version| by_version.keys().next().copied());
+    match (produced_from, own_lowest) {
+        (Some(born), Some(own)) if own < born => 1,
+        (Some(born), _) => born,
+        (None, _) => 1,
+    }
+}
+
+/// The id of part `part` of a split event: the first part keeps the stored
+/// id; each other part gets an id derived from it, the same on every read,
+/// so that readers that de-duplicate by id, or use it as a causation id,
+/// tell the parts apart.
+fn part_id(stored: EventId, part: usize) -> EventId {
+    if part == 0 {
+        return stored;
+    }
+    let mut bytes = *stored.as_uuid().as_bytes();
+    let part = u64::try_from(part).unwrap_or(u64::MAX).to_be_bytes();
+    for (byte, p) in bytes[8..].iter_mut().zip(part) {
+        *byte ^= p;
+    }
+    // A version-8 (custom) UUID: never equal to the stored v7 or any other
+    // id this crate makes, and never nil.
+    EventId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid()).unwrap_or(stored)
 }
 
 /// A checked set of upcasters, cheap to clone.
@@ -428,6 +483,15 @@ impl Upcasters {
         out: &mut Vec<RecordedEvent>,
     ) -> Result<(), UpcastError> {
         if !self.needs_upcast(event.event_type.as_str(), event.schema_version) {
+            let name = event.event_type.as_str();
+            if !self.current.contains_key(name) && self.steps.contains_key(name) {
+                // An old name (it has steps, it is not current) at a version
+                // no step reads: written by code this registry does not know.
+                return Err(UpcastError::NoPath {
+                    event_type: name.to_owned(),
+                    version: event.schema_version,
+                });
+            }
             out.push(event);
             return Ok(());
         }
@@ -456,11 +520,16 @@ impl Upcasters {
                 });
             }
             let (from_type, from_version) = (item.event_type.clone(), item.schema_version);
-            let outputs = (step.step)(item).map_err(|reason| UpcastError::Step {
-                event_type: from_type.clone(),
-                version: from_version,
-                reason,
-            })?;
+            // A step is application code: one that panics on an unexpected
+            // payload fails this read with a typed error, not the process.
+            let run = std::panic::AssertUnwindSafe(|| (step.step)(item));
+            let outputs = std::panic::catch_unwind(run)
+                .unwrap_or_else(|_| Err("the upcaster panicked".to_owned()))
+                .map_err(|reason| UpcastError::Step {
+                    event_type: from_type.clone(),
+                    version: from_version,
+                    reason,
+                })?;
             for output in outputs.into_iter().rev() {
                 let declared = step
                     .produces
@@ -477,7 +546,7 @@ impl Upcasters {
                 pending.push((output, depth + 1));
             }
         }
-        for item in done {
+        for (part, item) in done.into_iter().enumerate() {
             let invalid = |reason: String| UpcastError::Invalid { reason };
             let payload = Payload::encode(&item.payload).map_err(|e| invalid(e.to_string()))?;
             let event_type = EventType::new(item.event_type).map_err(|e| invalid(e.to_string()))?;
@@ -485,7 +554,7 @@ impl Upcasters {
                 event.position,
                 event.stream_id.clone(),
                 event.version,
-                event.event_id,
+                part_id(event.event_id, part),
                 event_type,
                 item.schema_version,
                 payload,
@@ -583,22 +652,33 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
     }
 
     async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
-        let wanted = read.event_type_filter().map(<[EventType]>::to_vec);
-        let read = match &wanted {
-            Some(types) => read.event_types(self.upcasters.stored_names_for(types)),
-            None => read,
+        let Some(wanted) = read.event_type_filter().map(<[EventType]>::to_vec) else {
+            return self.upcasters.upcast_page(self.inner.read_all(read).await?);
         };
-        let page = self
-            .upcasters
-            .upcast_page(self.inner.read_all(read).await?)?;
-        Ok(match wanted {
-            // Old names were asked for only to be upcast: keep what was wanted.
-            Some(types) => page
+        if read.max_count() == 0 {
+            return Ok(Vec::new());
+        }
+        // Old names are asked for only to be upcast; what they become may
+        // not be wanted (a split's other parts). Read on until a page holds
+        // something wanted or the log ends: an empty page must mean "nothing
+        // more", or a follower would stop early.
+        let mut read = read.event_types(self.upcasters.stored_names_for(&wanted));
+        loop {
+            let stored = self.inner.read_all(read.clone()).await?;
+            let Some(last) = stored.last().map(|e| e.position) else {
+                return Ok(Vec::new());
+            };
+            let page: Vec<RecordedEvent> = self
+                .upcasters
+                .upcast_page(stored)?
                 .into_iter()
-                .filter(|e| types.contains(&e.event_type))
-                .collect(),
-            None => page,
-        })
+                .filter(|e| wanted.contains(&e.event_type))
+                .collect();
+            if !page.is_empty() {
+                return Ok(page);
+            }
+            read = read.after_position(last);
+        }
     }
 
     async fn head(&self) -> Result<Position, ReadError> {
@@ -857,6 +937,138 @@ mod tests {
         corrupt.payload = Payload::from_stored("{not json".into());
         let err = upcasters.upcast_into(corrupt, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, UpcastError::Payload { .. }), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn registry_allows_a_type_born_by_a_rename_at_a_later_version() -> Result<(), Box<dyn Error>> {
+        // "AccountCreated" v1 became "Opened" v2 in one step: no "Opened" v1
+        // was ever stored, so none needs a step.
+        let upcasters = Upcasters::builder()
+            .current("Opened", 3)
+            .upcaster(Upcaster::new(
+                "AccountCreated",
+                1,
+                &[("Opened", 2)],
+                |mut e: UpcastEvent| {
+                    e.event_type = "Opened".into();
+                    e.schema_version = 2;
+                    Ok::<_, String>(vec![e])
+                },
+            ))
+            .upcaster(Upcaster::reshape("Opened", 2, |_| Ok::<_, String>(())))
+            .build()?;
+        let mut out = Vec::new();
+        upcasters.upcast_into(recorded("AccountCreated", 1, "{}"), &mut out)?;
+        assert_eq!(
+            (out[0].event_type.as_str(), out[0].schema_version),
+            ("Opened", 3)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn registry_fails_with_missing_step_when_a_renamed_type_has_older_steps_of_its_own() {
+        // "Opened" has a step at v1, so it had a v1: v2 needs a step too,
+        // even though a rename produces v3.
+        let err = Upcasters::builder()
+            .current("Opened", 3)
+            .upcaster(Upcaster::rename("AccountCreated", 3, "Opened"))
+            .upcaster(Upcaster::reshape("Opened", 1, |_| Ok::<_, String>(())))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RegistryError::MissingStep {
+                event_type: "Opened".into(),
+                version: 2,
+                current: 3
+            }
+        );
+    }
+
+    #[test]
+    fn old_name_at_a_version_no_step_reads_fails_with_no_path() -> Result<(), Box<dyn Error>> {
+        let upcasters = bank_chain().build()?;
+        let err = upcasters
+            .upcast_into(recorded("AccountOpened", 2, "{}"), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            UpcastError::NoPath {
+                event_type: "AccountOpened".into(),
+                version: 2
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn panicking_upcaster_fails_with_step_error() -> Result<(), Box<dyn Error>> {
+        let upcasters = bank_chain().build()?;
+        // Indexing a JSON array by key panics inside the step.
+        let err = upcasters
+            .upcast_into(recorded("Opened", 1, "[1]"), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(&err, UpcastError::Step { event_type, version: 1, reason } if event_type == "Opened" && reason.contains("panicked")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn split_parts_have_distinct_ids_the_same_on_every_read() -> Result<(), Box<dyn Error>> {
+        let upcasters = bank_chain().build()?;
+        let stored = recorded("AccountOpened", 1, r#"{"name":"ada"}"#);
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        upcasters.upcast_into(stored.clone(), &mut first)?;
+        upcasters.upcast_into(stored.clone(), &mut second)?;
+        assert_eq!(
+            first, second,
+            "the same stored event reads the same way twice"
+        );
+        assert_eq!(first[0].event_id, stored.event_id);
+        assert_ne!(first[1].event_id, stored.event_id);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn type_filtered_read_never_returns_an_empty_page_while_matches_remain(
+    ) -> Result<(), Box<dyn Error>> {
+        let inner = InMemoryStore::new();
+        let stream = StreamId::new("account-1")?;
+        // Each old "AccountOpened" splits into "Opened" and "Named"; only
+        // the last stored event has a wanted "Closed".
+        let opened = Payload::from_json(r#"{"name":"a"}"#)?;
+        let mut events: Vec<NewEvent> = (0..5)
+            .map(|_| NewEvent::new("AccountOpened", 1, opened.clone()))
+            .collect::<Result<_, _>>()?;
+        events.push(NewEvent::new("Closed", 1, Payload::from_json("{}")?)?);
+        inner
+            .append_to_stream(&stream, ExpectedVersion::NoStream, events)
+            .await?;
+        let store = inner.with_upcasters(bank_chain().current("Closed", 1).build()?);
+        let page = store
+            .read_all(
+                ReadAll::after(Position::START)
+                    .event_types([EventType::new("Opened")?, EventType::new("Named")?])
+                    .limit(1),
+            )
+            .await?;
+        assert_eq!(page.len(), 2, "one stored event split in two");
+        let page = store
+            .read_all(
+                ReadAll::after(Position::START)
+                    .event_types([EventType::new("Closed")?])
+                    .limit(1),
+            )
+            .await?;
+        let found: Vec<(&str, Position)> = page
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.position))
+            .collect();
+        assert_eq!(found, [("Closed", Position(6))]);
         Ok(())
     }
 
