@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blocking;
 mod error;
 mod options;
 mod read;

@@ -129,11 +129,11 @@ impl SqliteStore {
         };
         let opening = {
             let (options, path) = (options.clone(), path.clone());
-            tokio::task::spawn_blocking(move || open_files(&options, &path))
+            crate::blocking::run(move || open_files(&options, &path))
         };
-        let (writer_conn, head) = opening.await.map_err(|e| OpenError::Backend {
+        let (writer_conn, head) = opening.await.map_err(|source| OpenError::Backend {
             path: path.clone(),
-            source: BackendError::new(BackendErrorKind::Other, format!("opening failed: {e}")),
+            source,
         })??;
         let (head_sender, head_receiver) = watch::channel(Position(head));
         let reads = ReadPool::new(options.clone(), path.clone());

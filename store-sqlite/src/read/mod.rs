@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use annals_core::{
-    BackendError, BackendErrorKind, EventId, EventType, Metadata, Payload, Position, ReadError,
-    RecordedEvent, ReplayEvent, StreamId, Timestamp,
+    BackendError, EventId, EventType, Metadata, Payload, Position, ReadError, RecordedEvent,
+    ReplayEvent, StreamId, Timestamp,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
@@ -62,27 +62,15 @@ impl ReadPool {
             .await
             .map_err(|_| E::from(BackendError::closed()))?;
         let pool = Arc::clone(self);
-        let work = move || {
+        let outcome = crate::blocking::run(move || {
             let conn = pool.take().map_err(E::from)?;
             let result = read(&conn);
             pool.put(conn);
             result
-        };
-        let outcome = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            // On a multi-threaded runtime the read runs right here, after the
-            // runtime has moved this worker's other tasks to another thread:
-            // no hand-off to a sleeping thread and back, which costs more
-            // than a short read itself.
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => Ok(tokio::task::block_in_place(work)),
-            _ => tokio::task::spawn_blocking(work).await,
-        };
-        drop(permit);
-        outcome.unwrap_or_else(|join| {
-            Err(E::from(BackendError::new(
-                BackendErrorKind::Other,
-                format!("a read task failed: {join}"),
-            )))
         })
+        .await;
+        drop(permit);
+        outcome.map_err(E::from)?
     }
 
     fn take(&self) -> Result<Connection, BackendError> {
