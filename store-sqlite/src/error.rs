@@ -82,7 +82,6 @@ pub(crate) fn kind_of(error: &rusqlite::Error) -> BackendErrorKind {
         Some(ErrorCode::DatabaseCorrupt) => BackendErrorKind::Corrupt,
         Some(ErrorCode::NotADatabase) => BackendErrorKind::NotAnnalsDatabase,
         Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => BackendErrorKind::Io,
-        Some(ErrorCode::OutOfMemory) => BackendErrorKind::Other,
         _ => BackendErrorKind::Other,
     }
 }
