@@ -251,6 +251,7 @@ fn all_cases() -> Vec<Case<dyn EventStore>> {
         9 races::read_modify_write_loops_lose_nothing,
         9 races::appends_with_any_all_succeed,
         9 races::racing_retries_of_one_append_write_once,
+        4 races::racing_multi_stream_appends_are_all_or_nothing,
         10 races::head_watch_wakes_after_commit,
     ]
 }

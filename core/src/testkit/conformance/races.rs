@@ -384,3 +384,85 @@ pub(crate) async fn head_watch_wakes_after_commit(
     );
     Ok(())
 }
+
+/// Guarantee 4 under concurrency: tasks append to overlapping pairs of
+/// streams, each append naming both streams' versions, retrying conflicts.
+/// Every append lands whole (both its events, next to each other in the
+/// log) or not at all, and each stream's versions stay contiguous.
+pub(crate) async fn racing_multi_stream_appends_are_all_or_nothing(
+    store: Arc<dyn EventStore>,
+    _: Options,
+) -> CaseResult {
+    const TASKS: usize = 8;
+    const APPENDS: usize = 15;
+    const STREAMS: usize = 4;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let a = stream(&format!("pair-{}", (t + i) % STREAMS));
+                let b = stream(&format!("pair-{}", (t + i + 1 + i % 2) % STREAMS));
+                loop {
+                    let va = store.stream_version(&a).await.step("version a")?;
+                    let vb = store.stream_version(&b).await.step("version b")?;
+                    let request = AppendRequest::new()
+                        .stream(
+                            a.clone(),
+                            ExpectedVersion::Exact(va.unwrap_or(0)),
+                            vec![tagged(&[("t", t), ("i", i), ("side", 0)])],
+                        )
+                        .stream(
+                            b.clone(),
+                            ExpectedVersion::Exact(vb.unwrap_or(0)),
+                            vec![tagged(&[("t", t), ("i", i), ("side", 1)])],
+                        );
+                    match store.append(request).await {
+                        Ok(_) => break,
+                        Err(AppendError::Conflict { .. }) => continue,
+                        Err(e) => return Err(format!("append: {e}")),
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in tasks {
+        task.await.step("task")??;
+    }
+    let log = store
+        .read_all(ReadAll::after(Position::START))
+        .await
+        .step("read all")?;
+    ensure!(
+        log.len() == TASKS * APPENDS * 2,
+        "the log holds {} events, expected {}",
+        log.len(),
+        TASKS * APPENDS * 2
+    );
+    for pair in log.chunks(2) {
+        let tags = |e: &crate::RecordedEvent| {
+            (
+                read_tag(&e.payload, "t"),
+                read_tag(&e.payload, "i"),
+                read_tag(&e.payload, "side"),
+            )
+        };
+        let (first, second) = (tags(&pair[0]), tags(&pair[1]));
+        ensure!(
+            first.0 == second.0 && first.1 == second.1 && first.2 == Some(0) && second.2 == Some(1),
+            "an append's events are not next to each other in the log: {first:?} then {second:?}"
+        );
+    }
+    for s in 0..STREAMS {
+        let stored = store
+            .read_stream_to_end(&stream(&format!("pair-{s}")))
+            .await
+            .step("read stream")?;
+        ensure!(
+            stored.iter().zip(1..).all(|(e, v)| e.version == v),
+            "pair-{s} versions are not contiguous"
+        );
+    }
+    Ok(())
+}
