@@ -276,15 +276,7 @@ pub(crate) fn query_replay_events<P: rusqlite::Params>(
     params: P,
     capacity: usize,
 ) -> Result<Vec<ReplayEvent>, ReadError> {
-    let failed = |e| ReadError::Backend(backend("reading events", e));
-    let mut statement = conn.prepare_cached(sql).map_err(failed)?;
-    let mut rows = statement.query(params).map_err(failed)?;
-    let mut events = Vec::with_capacity(capacity.min(1024));
-    let mut names = Names::default();
-    while let Some(row) = rows.next().map_err(failed)? {
-        events.push(replay_event_from_row(row, &mut names)?);
-    }
-    Ok(events)
+    query_rows(conn, sql, params, capacity, replay_event_from_row)
 }
 
 fn corrupt(position: Position, reason: String) -> ReadError {
@@ -298,15 +290,27 @@ pub(crate) fn query_events<P: rusqlite::Params>(
     params: P,
     capacity: usize,
 ) -> Result<Vec<RecordedEvent>, ReadError> {
+    query_rows(conn, sql, params, capacity, event_from_row)
+}
+
+/// Runs a query and turns each row into a `T`, sharing repeated names
+/// across the rows.
+fn query_rows<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    capacity: usize,
+    from_row: fn(&Row<'_>, &mut Names) -> Result<T, ReadError>,
+) -> Result<Vec<T>, ReadError> {
     let failed = |e| ReadError::Backend(backend("reading events", e));
     let mut statement = conn.prepare_cached(sql).map_err(failed)?;
     let mut rows = statement.query(params).map_err(failed)?;
-    let mut events = Vec::with_capacity(capacity.min(1024));
+    let mut items = Vec::with_capacity(capacity.min(1024));
     let mut names = Names::default();
     while let Some(row) = rows.next().map_err(failed)? {
-        events.push(event_from_row(row, &mut names)?);
+        items.push(from_row(row, &mut names)?);
     }
-    Ok(events)
+    Ok(items)
 }
 
 #[cfg(test)]
