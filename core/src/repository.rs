@@ -272,6 +272,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if let Upcasting::Broken(error) = &upcasting {
             tracing::error!(category = A::CATEGORY, %error, "the event type's upcasters are invalid");
         }
+        Repository::with_upcasting(store, upcasting)
+    }
+
+    fn with_upcasting(store: S, upcasting: Upcasting) -> Self {
         Repository {
             store,
             retry: RetryPolicy::never(),
@@ -294,10 +298,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub fn try_new(store: S) -> Result<Self, RegistryError> {
         match Upcasting::of::<A::Event>() {
             Upcasting::Broken(error) => Err(error),
-            upcasting => Ok(Repository {
-                upcasting,
-                ..Repository::new(store)
-            }),
+            upcasting => Ok(Repository::with_upcasting(store, upcasting)),
         }
     }
 

@@ -291,6 +291,12 @@ pub(crate) fn event(n: usize) -> NewEvent {
     NewEvent::new("Happened", 1, payload).expect("valid event type")
 }
 
+/// Whether a whole stream, read oldest first, has versions 1, 2, 3... with
+/// no gap.
+pub(crate) fn versions_are_contiguous(stream: &[crate::RecordedEvent]) -> bool {
+    stream.iter().zip(1..).all(|(e, v)| e.version == v)
+}
+
 pub(crate) fn events(range: std::ops::Range<usize>) -> Vec<NewEvent> {
     range.map(event).collect()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 
 use super::basics::check_conflict;
-use super::{ensure, event, stream, CaseResult, Options, Step};
+use super::{ensure, event, stream, versions_are_contiguous, CaseResult, Options, Step};
 use crate::{
     ActualVersion, AppendError, AppendRequest, EventStore, EventStoreExt, ExpectedVersion,
     NewEvent, Payload, Position, ReadAll,
@@ -203,7 +203,7 @@ pub(crate) async fn racing_appends_with_one_version_exactly_one_wins(
     }
     let stored = store.read_stream_to_end(&s).await.step("read")?;
     ensure!(
-        stored.iter().zip(1..).all(|(e, v)| e.version == v) && stored.len() as u64 == ROUNDS + 1,
+        versions_are_contiguous(&stored) && stored.len() as u64 == ROUNDS + 1,
         "stream holds {} events, expected {}",
         stored.len(),
         ROUNDS + 1
@@ -290,7 +290,7 @@ pub(crate) async fn appends_with_any_all_succeed(
     }
     let stored = store.read_stream_to_end(&s).await.step("read")?;
     ensure!(
-        stored.len() == TASKS && stored.iter().zip(1..).all(|(e, v)| e.version == v),
+        stored.len() == TASKS && versions_are_contiguous(&stored),
         "stream holds versions {:?}",
         stored.iter().map(|e| e.version).collect::<Vec<_>>()
     );
@@ -460,7 +460,7 @@ pub(crate) async fn racing_multi_stream_appends_are_all_or_nothing(
             .await
             .step("read stream")?;
         ensure!(
-            stored.iter().zip(1..).all(|(e, v)| e.version == v),
+            versions_are_contiguous(&stored),
             "pair-{s} versions are not contiguous"
         );
     }

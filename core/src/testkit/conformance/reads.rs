@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{ensure, event, events, stream, CaseResult, Options, Step};
+use super::{ensure, event, events, stream, versions_are_contiguous, CaseResult, Options, Step};
 use crate::{
     EventStore, EventStoreExt, EventType, ExpectedVersion, Metadata, NewEvent, Payload, Position,
     ReadAll, ReadStream, RecordedEvent, ReplayEvent, Timestamp, MAX_READ_LIMIT,
@@ -356,7 +356,7 @@ pub(crate) async fn long_stream_reads_to_end_across_pages(
     let read = store.read_stream_to_end(&s).await.step("read")?;
     ensure!(read.len() == total, "read {} of {total} events", read.len());
     ensure!(
-        read.iter().zip(1..).all(|(e, v)| e.version == v),
+        versions_are_contiguous(&read),
         "versions out of order across pages"
     );
     let page = store
