@@ -8,10 +8,9 @@
 //! file (the path is printed; pass another path as the first argument), so
 //! running it again continues where the last run stopped.
 
-use annals::{
-    Aggregate, CommandContext, CommandError, DomainEvent, EventStore, EventStoreExt,
-    ExpectedVersion, NewEvent, Repository, RetryPolicy, SqliteStore,
-};
+use annals::prelude::*;
+use annals::sqlite::SqliteStore;
+use annals::{CommandContext, CommandError, ExpectedVersion, NewEvent, Repository, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 /// What can happen to an account. Each variant is stored as its own event
@@ -43,7 +42,7 @@ enum Refusal {
 }
 
 /// The account's state: only what decisions need.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Account {
     owner: Option<String>,
     balance: u64,
@@ -97,7 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("The store already holds {head} events from earlier runs.\n");
     }
 
-    let accounts = Repository::<Account, _>::new(store.clone());
+    let accounts = Repository::<Account, _>::new(store.clone())?;
     let ctx = CommandContext::new().field("channel", "example");
 
     println!("1. Opening accounts");
@@ -110,7 +109,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "   account-{id} opened for {owner} (version {})",
                 done.version
             ),
-            Err(CommandError::Domain(Refusal::AlreadyOpen)) => {
+            Err(CommandError::Refused {
+                error: Refusal::AlreadyOpen,
+                ..
+            }) => {
                 println!("   account-{id} was opened on an earlier run")
             }
             Err(e) => return Err(e.into()),
@@ -142,8 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await
     {
-        Err(CommandError::Domain(refusal)) => {
-            println!("   alan withdraws {}: refused: {refusal}", balance + 50)
+        Err(CommandError::Refused { error, .. }) => {
+            println!("   alan withdraws {}: refused: {error}", balance + 50)
         }
         other => println!("   unexpected: {other:?}"),
     }
@@ -192,11 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n5. Replaying ada's stream to rebuild her account");
     let mut rebuilt = Account::default();
     for recorded in store.read_stream_to_end(&stream).await? {
-        let event = AccountEvent::decode(
-            recorded.event_type.as_str(),
-            recorded.schema_version,
-            &recorded.payload,
-        )?;
+        let event: AccountEvent = recorded.decode()?;
         rebuilt.apply(&event);
         println!(
             "   v{:<3} {:<10} {:<28} -> balance {}",

@@ -12,9 +12,12 @@
 //! Run it with `cargo run --example upcasting`. The events go into a
 //! temporary SQLite store that is removed when the program ends.
 
+use annals::prelude::*;
+use annals::sqlite::SqliteStore;
+use annals::upcast::Upcasters;
 use annals::{
-    EventStore, EventStoreExt, EventType, ExpectedVersion, LoadError, Metadata, NewEvent, Payload,
-    Position, ReadAll, RecordedEvent, Repository, SqliteStore, StreamId, Upcasters,
+    ExpectedVersion, LoadError, Metadata, NewEvent, Payload, Position, ReadAll, RecordedEvent,
+    Repository, StreamId,
 };
 
 /// The code as it was: amounts in whole euros, and the opening deposit kept
@@ -34,7 +37,8 @@ mod old {
 /// every deposit, the opening one included, is a "Deposited" (version 2) in
 /// cents.
 mod new {
-    use annals::{Aggregate, DomainEvent, UpcastEvent, Upcaster};
+    use annals::prelude::*;
+    use annals::upcast::{StepError, UpcastEvent, Upcaster};
     use serde::{Deserialize, Serialize};
     use serde_json::{json, Value};
 
@@ -47,10 +51,15 @@ mod new {
         Deposited { cents: u64 },
     }
 
-    /// Reads whole euros from a payload field, as cents.
-    fn cents(payload: &Value, field: &str) -> Result<u64, String> {
-        let euros = payload[field].as_u64().ok_or(format!("no {field}"))?;
-        euros.checked_mul(100).ok_or(format!("{field} too large"))
+    /// Reads whole euros from a payload field, as cents. An upcaster's
+    /// error reaches logs: it names the field, never the stored value.
+    fn cents(payload: &Value, field: &str) -> Result<u64, StepError> {
+        let euros = payload[field]
+            .as_u64()
+            .ok_or_else(|| StepError::new(format!("no {field}")))?;
+        euros
+            .checked_mul(100)
+            .ok_or_else(|| StepError::new(format!("{field} too large")))
     }
 
     /// Each step takes one (type, version) to the next; the registry checks
@@ -63,7 +72,7 @@ mod new {
             Upcaster::reshape("Opened", 1, |payload| {
                 let initial_cents = cents(payload, "initial_euros")?;
                 *payload = json!({ "owner": payload["name"], "initial_cents": initial_cents });
-                Ok::<(), String>(())
+                Ok::<(), StepError>(())
             }),
             // Split: Opened v2 -> Opened v3, plus a Deposited v2 for the
             // opening deposit. Both keep the stored event's place in the log.
@@ -83,20 +92,20 @@ mod new {
                         payload: json!({ "cents": event.payload["initial_cents"] }),
                         ..event
                     };
-                    Ok::<_, String>(vec![opened, deposited])
+                    Ok::<_, StepError>(vec![opened, deposited])
                 },
             ),
             // "MoneyDeposited" v1 {euros}: renamed, then reshaped into cents.
             Upcaster::rename("MoneyDeposited", 1, "Deposited"),
             Upcaster::reshape("Deposited", 1, |payload| {
                 *payload = json!({ "cents": cents(payload, "euros")? });
-                Ok::<(), String>(())
+                Ok::<(), StepError>(())
             }),
         ]
     }
 
     /// The account, as the new code sees it.
-    #[derive(Debug, Default)]
+    #[derive(Debug, Default, Clone)]
     pub struct Account {
         pub owner: String,
         pub balance_cents: u64,
@@ -160,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n2. The new code loads the account. Its repository checks the upcasters");
     println!("   when it is made, and runs them on every old event it reads:");
-    let accounts = Repository::<new::Account, _>::try_new(store.clone())?;
+    let accounts = Repository::<new::Account, _>::new(store.clone())?;
     let ada = accounts.load("ada").await?;
     println!(
         "   owner {:?}, balance {} cents, stream version {} (two events stored)",
@@ -182,23 +191,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n4. A read of the log filtered by a new name finds the old names too:");
     let deposits = upcasting
-        .read_all(ReadAll::after(Position::START).event_types([EventType::new("Deposited")?]))
+        .read_all(ReadAll::after(Position::START).event_type(new::AccountEvent::DEPOSITED))
         .await?;
     for event in &deposits {
         println!("   {}", describe(event));
     }
 
-    println!("\n5. Nothing was rewritten. The stored rows still hold the old shapes:");
+    println!("\n5. Events read from the plain store decode with the type's own upcasters;");
+    println!("   one that an upcaster splits needs the upcasting store of step 3:");
+    let log = store.read_all(ReadAll::after(Position::START)).await?;
+    for event in &log {
+        match event.decode::<new::AccountEvent>() {
+            Ok(decoded) => println!("   position {}: {decoded:?}", event.position),
+            Err(error) => println!("   {error}"),
+        }
+    }
+
+    println!("\n6. Nothing was rewritten. The stored rows still hold the old shapes:");
     let unchanged = store.read_stream_to_end(&stream).await? == stored;
     println!("   stored rows identical to step 1: {unchanged}");
 
-    println!("\n6. An event from a schema newer than this code is an error, not a skip:");
+    println!("\n7. An event from a schema newer than this code is an error, not a skip:");
     let newer = NewEvent::new("Deposited", 3, Payload::from_json(r#"{"cents":1}"#)?)?;
     store
         .append_to_stream(&stream, ExpectedVersion::Exact(2), vec![newer])
         .await?;
     match accounts.load("ada").await {
-        Err(error @ LoadError::Decode { .. }) => println!("   {error}"),
+        Err(error @ LoadError::Decode(_)) => println!("   {error}"),
         other => return Err(format!("expected a decode error, got {other:?}").into()),
     }
     Ok(())

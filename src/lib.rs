@@ -13,7 +13,7 @@
 //!     Incremented { by: u32 },
 //! }
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Clone)]
 //! struct Counter {
 //!     value: u32,
 //! }
@@ -40,39 +40,77 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), annals::Error> {
-//! let counters = Repository::<Counter, _>::new(InMemoryStore::new());
+//! let counters = Repository::<Counter, _>::new(InMemoryStore::new())?;
 //! counters.execute("clicks", 2, &CommandContext::new()).await?;
 //! counters.execute("clicks", 3, &CommandContext::new()).await?;
 //! assert_eq!(counters.load("clicks").await?.state.value, 5);
 //! # Ok(()) }
 //! ```
 //!
-//! ## Crates
+//! ## Where things are
 //!
-//! | crate | what it holds |
+//! | path | what an application finds there |
 //! |---|---|
-//! | `annals-core` | events, aggregates, repository, store contract, in-memory store, test kit |
-//! | `annals-derive` | `#[derive(DomainEvent)]` |
-//! | `annals-sqlite` | [`SqliteStore`], the embedded store |
+//! | `annals::*` | what an application names: aggregates, the repository and units of work, events and ids, reads, the store traits, the in-memory store, the errors |
+//! | [`annals::sqlite`](crate::sqlite) | the embedded SQLite store (feature `sqlite`, on by default), its options, and the `rusqlite` it is built on |
+//! | [`annals::upcast`](crate::upcast) | upcasters, for reading old event schemas as new ones |
+//! | [`annals::store`](crate::store) | what a store backend needs: the append sequence every backend runs, stored parts |
+//! | [`annals::codec`](crate::codec) | helpers for a hand-written `DomainEvent` impl |
+//! | [`annals::prelude`](crate::prelude) | the traits to have in scope |
+//! | `annals::testkit` | aggregate tests, the store conformance suite (feature `testkit`) |
 //!
-//! This crate re-exports them all; depend on it alone.
+//! The crates behind it: `annals-core` (everything but the stores),
+//! `annals-derive` (`#[derive(DomainEvent)]`), `annals-sqlite`. Depend on
+//! this one alone.
 
 mod error;
 
 pub use annals_core::{
-    check_category, check_schema_version, decode_payload, redacted_message, unknown_event_type,
-    ActualVersion, Aggregate, AppendError, AppendOutcome, AppendRequest, BackendError,
-    BackendErrorKind, CommandContext, CommandError, DecodeError, Direction, DomainEvent,
-    EncodeError, EventId, EventStore, EventStoreExt, EventType, Executed, ExpectedVersion,
-    HeadWatch, InMemoryStore, InvalidMetadata, InvalidName, Limits, LoadError, Loaded, Metadata,
-    NameProblem, NewEvent, NilEventId, Payload, PayloadError, Position, ReadAll, ReadError,
-    ReadStream, RecordedEvent, RegistryError, Replay, Repository, RetryPolicy, Snapshot,
-    SnapshotDue, SnapshotError, SnapshotPolicy, SnapshotStore, StoreClosed, StreamAppend,
-    StreamFilter, StreamId, Timestamp, UpcastError, UpcastEvent, Upcaster, Upcasters,
-    UpcastersBuilder, UpcastingStore, MAX_DEPTH, MAX_NAME_LEN, MAX_READ_LIMIT,
+    ActualVersion, Aggregate, AggregateError, AppendError, AppendOutcome, AppendRequest,
+    BackendError, BackendErrorKind, CacheSize, CommandContext, CommandError, DecodeError,
+    Direction, DomainEvent, Done, EncodeError, EventDecodeError, EventId, EventStore,
+    EventStoreExt, EventType, Executed, ExpectedVersion, HeadWatch, InMemoryStore, InvalidMetadata,
+    InvalidName, Limits, LoadError, Loaded, LogFilter, Metadata, NameProblem, NewEvent, NilEventId,
+    Page, Pages, Payload, PayloadError, Position, ReadAll, ReadError, ReadStream, RecordedEvent,
+    Repository, RetryPolicy, SnapshotError, SnapshotPolicy, SnapshotStore, StoreClosed, StreamId,
+    Timestamp, Unit, UnitOfWork, MAX_DEPTH, MAX_NAME_LEN,
 };
-pub use annals_sqlite::{Access, Durability, OpenError, SqliteOptions, SqliteStore};
 pub use error::Error;
+
+/// The embedded store: one SQLite file, nothing to install.
+///
+/// ```
+/// use annals::sqlite::{Durability, SqliteStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), annals::Error> {
+/// let store = SqliteStore::options().durability(Durability::Full);
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use annals_sqlite::{rusqlite, Access, Durability, OpenError, SqliteOptions, SqliteStore};
+}
+
+/// Upcasters: old stored event schemas read as the current ones.
+pub mod upcast {
+    pub use annals_core::upcast::*;
+}
+
+/// What a store backend needs beyond what an application names.
+pub mod store {
+    pub use annals_core::store::*;
+}
+
+/// Helpers for a hand-written [`DomainEvent`] impl.
+pub mod codec {
+    pub use annals_core::codec::*;
+}
+
+/// The traits to have in scope: `use annals::prelude::*;`.
+pub mod prelude {
+    pub use annals_core::prelude::*;
+}
 
 /// Tools for testing aggregates and stores (enable the `testkit` feature).
 #[cfg(feature = "testkit")]

@@ -9,9 +9,13 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use annals::prelude::*;
+use annals::sqlite::SqliteStore;
+use annals::store::Snapshot;
+use annals::upcast::{StepError, UpcastEvent, Upcaster, Upcasters};
 use annals::{
-    CommandContext, EventStoreExt, ExpectedVersion, Metadata, NewEvent, Payload, Repository,
-    Snapshot, SnapshotPolicy, SnapshotStore, SqliteStore, StreamId, Timestamp, Upcaster, Upcasters,
+    CommandContext, ExpectedVersion, Metadata, NewEvent, Payload, ReadAll, Repository,
+    SnapshotPolicy, StreamId, Timestamp,
 };
 use annals_core::testkit::bank::{Account, AccountCommand, AccountEvent};
 use tracing::field::{Field, Visit};
@@ -89,6 +93,16 @@ fn upcasters() -> Vec<Upcaster> {
     )]
 }
 
+/// An upcaster written the quick way: `?` on serde_json, whose own message
+/// quotes the value it tripped on.
+fn careless_upcasters() -> Vec<Upcaster> {
+    vec![Upcaster::reshape("Deposited", 1, |payload| {
+        let amount: u64 = serde_json::from_value(payload["amount"].clone())?;
+        *payload = serde_json::json!({ "amount": amount });
+        Ok::<(), StepError>(())
+    })]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_never_reaches_logs_traces_or_error_messages(
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -97,7 +111,7 @@ async fn sentinel_never_reaches_logs_traces_or_error_messages(
 
     let store = SqliteStore::open_temporary().await?;
     let accounts =
-        Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+        Repository::<Account, _>::new(store.clone())?.with_snapshots(SnapshotPolicy::every(1));
     let ctx = CommandContext::new()
         .tenant(format!("tenant-{SENTINEL}"))
         .field("note", SENTINEL);
@@ -186,6 +200,59 @@ async fn sentinel_never_reaches_logs_traces_or_error_messages(
     );
     let error = upcasting.read_stream_to_end(&stream).await.unwrap_err();
     assert_clean("an upcast error", &error);
+    let careless = store.clone().with_upcasters(
+        Upcasters::builder()
+            .current("Deposited", 2)
+            .upcaster(careless_upcasters().remove(0))
+            .build()?,
+    );
+    let error = careless.read_stream_to_end(&stream).await.unwrap_err();
+    assert_clean("a serde error inside an upcaster", &error);
+
+    // A decode of the misfit read from the global log.
+    let log = store
+        .read_all(ReadAll::after(annals::Position::START))
+        .await?;
+    let error = log.events[1].decode::<AccountEvent>().unwrap_err();
+    assert_clean("a decode of a log event", &error);
+
+    // A tenant the naming rules refuse, in an append and in a command.
+    let bad_tenant = Metadata {
+        tenant: Some(format!(" tenant-{SENTINEL}")),
+        ..Metadata::default()
+    };
+    let error = store
+        .append_to_stream(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent::new("X", 1, Payload::from_json("{}")?)?.with_metadata(bad_tenant)],
+        )
+        .await
+        .unwrap_err();
+    assert_clean("an append with an invalid tenant", &error);
+    let error = accounts
+        .execute(
+            "3",
+            AccountCommand::Open { owner: "x".into() },
+            &CommandContext::new().tenant(format!("tenant-{SENTINEL}\n")),
+        )
+        .await
+        .unwrap_err();
+    assert_clean("a command with an invalid tenant", &error);
+    assert_clean(
+        "a command with an invalid tenant, as annals::Error",
+        &annals::Error::from(error),
+    );
+
+    // What an upcaster sees hides the payload too.
+    let seen = UpcastEvent {
+        event_type: "Deposited".into(),
+        schema_version: 1,
+        payload: serde_json::json!({ "amount": SENTINEL }),
+        metadata: metadata.clone(),
+    };
+    let shown = format!("{seen:?}");
+    assert!(!shown.contains(SENTINEL), "Debug of UpcastEvent: {shown}");
 
     // Debug of what was read hides payloads and metadata.
     let read = store.read_stream_to_end(&second).await?;

@@ -34,11 +34,12 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use annals::sqlite::SqliteStore;
+use annals::upcast::{RegistryError, StepError, UpcastEvent, Upcaster, Upcasters};
 use annals::{
-    Aggregate, CommandContext, DecodeError, DomainEvent, EventId, EventStore, EventStoreExt,
-    EventType, ExpectedVersion, InMemoryStore, LoadError, Metadata, NewEvent, Payload, Position,
-    ReadAll, RecordedEvent, RegistryError, Repository, SqliteStore, StreamId, UpcastEvent,
-    Upcaster, Upcasters,
+    Aggregate, AggregateError, CommandContext, DecodeError, DomainEvent, EventId, EventStore,
+    EventStoreExt, EventType, ExpectedVersion, InMemoryStore, LoadError, Metadata, NewEvent,
+    Payload, Position, ReadAll, RecordedEvent, Repository, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -110,13 +111,14 @@ pub enum CurrentEvent {
 }
 
 /// Reads a whole-euro amount from a payload field and turns it into cents.
-fn cents_from_euros(payload: &Value, field: &str) -> Result<u64, String> {
+fn cents_from_euros(payload: &Value, field: &str) -> Result<u64, StepError> {
+    // The messages name the field (from the code), never its value.
     let euros = payload[field]
         .as_u64()
-        .ok_or_else(|| format!("{field} is not a whole number"))?;
+        .ok_or_else(|| StepError::new(format!("{field} is not a whole number")))?;
     euros
         .checked_mul(100)
-        .ok_or_else(|| format!("{field} is too large to count in cents"))
+        .ok_or_else(|| StepError::new(format!("{field} is too large to count in cents")))
 }
 
 /// The chain from the first version's shapes to today's.
@@ -133,7 +135,7 @@ pub fn bank_upcasters() -> Vec<Upcaster> {
                 .ok_or("name is not a string")?
                 .to_owned();
             *payload = json!({ "owner": owner, "initial_cents": initial_cents });
-            Ok::<(), String>(())
+            Ok::<(), StepError>(())
         }),
         // 3. Split: the opening deposit becomes a Deposited event of its own.
         Upcaster::new(
@@ -164,12 +166,12 @@ pub fn bank_upcasters() -> Vec<Upcaster> {
         Upcaster::rename("MoneyDeposited", 1, "Deposited"),
         Upcaster::reshape("Deposited", 1, |payload| {
             *payload = json!({ "cents": cents_from_euros(payload, "euros")? });
-            Ok::<_, String>(())
+            Ok::<_, StepError>(())
         }),
         Upcaster::rename("MoneyWithdrawn", 1, "Withdrawn"),
         Upcaster::reshape("Withdrawn", 1, |payload| {
             *payload = json!({ "cents": cents_from_euros(payload, "euros")? });
-            Ok::<_, String>(())
+            Ok::<_, StepError>(())
         }),
     ]
 }
@@ -372,7 +374,7 @@ fn assert_current_shapes(
 #[tokio::test]
 async fn v1_fixture_loads_as_current_accounts() -> TestResult {
     for (label, store) in stores_with_fixture().await? {
-        let accounts = Repository::<CurrentAccount, _>::try_new(store)?;
+        let accounts = Repository::<CurrentAccount, _>::new(store)?;
         let expected = [
             ("ada", "Ada Lovelace", 8_700, false, 4),
             ("alan", "Alan Turing", 0, true, 4),
@@ -421,7 +423,7 @@ async fn v1_fixture_reads_as_current_shapes_through_the_upcasting_store() -> Tes
     for (label, store) in stores_with_fixture().await? {
         let upcasting = store.with_upcasters(Upcasters::for_events::<CurrentEvent>()?);
         let log = upcasting.read_all(ReadAll::after(Position::START)).await?;
-        assert_current_shapes(label, &log, &expected, &fixture)?;
+        assert_current_shapes(label, &log.events, &expected, &fixture)?;
         for stream in ["account-ada", "account-alan", "account-grace"] {
             let read = upcasting
                 .read_stream_to_end(&StreamId::new(stream)?)
@@ -455,7 +457,7 @@ async fn global_read_filtered_by_a_new_type_name_finds_old_stored_names() -> Tes
         let read = upcasting
             .read_all(ReadAll::after(Position::START).event_types([EventType::new("Deposited")?]))
             .await?;
-        assert_current_shapes(label, &read, &deposits, &fixture)?;
+        assert_current_shapes(label, &read.events, &deposits, &fixture)?;
         // The raw store has no event stored under the new name.
         let raw = store
             .read_all(ReadAll::after(Position::START).event_types([EventType::new("Deposited")?]))
@@ -471,7 +473,7 @@ async fn global_read_filtered_by_a_new_type_name_finds_old_stored_names() -> Tes
 #[tokio::test]
 async fn reading_through_upcasters_leaves_stored_rows_unchanged() -> TestResult {
     for (label, store) in stores_with_fixture().await? {
-        let accounts = Repository::<CurrentAccount, _>::try_new(store.clone())?;
+        let accounts = Repository::<CurrentAccount, _>::new(store.clone())?;
         for id in ["ada", "alan", "grace"] {
             accounts.load(id).await?;
         }
@@ -481,7 +483,10 @@ async fn reading_through_upcasters_leaves_stored_rows_unchanged() -> TestResult 
         upcasting.read_all(ReadAll::after(Position::START)).await?;
 
         let fixture = read_fixture()?;
-        let raw = store.read_all(ReadAll::after(Position::START)).await?;
+        let raw = store
+            .read_all(ReadAll::after(Position::START))
+            .await?
+            .events;
         assert_eq!(raw.len(), fixture.len(), "{label}");
         for ((stored, line), position) in raw.iter().zip(&fixture).zip(1u64..) {
             assert_eq!(stored.position, Position(position), "{label}");
@@ -530,14 +535,15 @@ async fn event_from_a_newer_schema_fails_with_future_schema_version() -> TestRes
             newest: 2,
         };
 
-        let accounts = Repository::<CurrentAccount, _>::try_new(store.clone())?;
+        let accounts = Repository::<CurrentAccount, _>::new(store.clone())?;
         match accounts.load("ada").await {
-            Err(LoadError::Decode {
+            Err(LoadError::Decode(annals::EventDecodeError {
                 stream,
                 version,
                 position,
                 source,
-            }) => {
+                ..
+            })) => {
                 assert_eq!(
                     (stream, version, position, source),
                     (ada.clone(), 5, Position(10), future.clone()),
@@ -565,7 +571,11 @@ async fn event_from_a_newer_schema_fails_with_future_schema_version() -> TestRes
         let upcasting = store.with_upcasters(Upcasters::for_events::<CurrentEvent>()?);
         let log = upcasting.read_all(ReadAll::after(Position(9))).await?;
         assert_eq!(log.len(), 1, "{label}");
-        assert_eq!(log[0].decode::<CurrentEvent>(), Err(future), "{label}");
+        assert_eq!(
+            log.events[0].decode::<CurrentEvent>().map_err(|e| e.source),
+            Err(future),
+            "{label}"
+        );
     }
     Ok(())
 }
@@ -606,7 +616,7 @@ pub fn upcasters_missing_the_opened_reshape() -> Vec<Upcaster> {
 }
 
 /// An account whose event type has the gap in its upcasters.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct GappedAccount;
 
 impl Aggregate for GappedAccount {
@@ -637,15 +647,21 @@ async fn upcasters_with_a_missing_step_fail_with_missing_step() -> TestResult {
         r#"event type "Opened" is at version 3, but no upcaster reads version 1"#
     );
     for (label, store) in stores_with_fixture().await? {
-        match Repository::<GappedAccount, _>::try_new(store.clone()) {
-            Err(error) => assert_eq!(error, missing, "{label}"),
+        match Repository::<GappedAccount, _>::new(store.clone()) {
+            Err(AggregateError::InvalidUpcasters { source }) => {
+                assert_eq!(source, missing, "{label}")
+            }
+            Err(other) => panic!("{label}: expected the registry error, got {other:?}"),
             Ok(_) => panic!("{label}: a registry with a gap was accepted"),
         }
-        // `new` defers the same error to every load.
-        match Repository::<GappedAccount, _>::new(store).load("ada").await {
-            Err(LoadError::Upcasters(error)) => assert_eq!(error, missing, "{label}"),
-            other => panic!("{label}: expected the registry error, got {other:?}"),
-        }
+        // Decoding an old event read from the log reports it too.
+        let raw = store.read_all(ReadAll::after(Position::START)).await?;
+        let err = raw.events[0].decode::<GappedEvent>().unwrap_err();
+        assert_eq!(
+            err.source,
+            DecodeError::InvalidUpcasters(missing.clone()),
+            "{label}"
+        );
     }
     assert_eq!(Upcasters::for_events::<GappedEvent>().err(), Some(missing));
     Ok(())

@@ -33,7 +33,7 @@ pub(crate) async fn sequential(settings: Settings) -> Result<(), Box<dyn Error>>
     let accounts = commands.min(1_000);
     let dir = tempfile::tempdir()?;
     let store = settings.open_store(&dir.path().join("annals.db")).await?;
-    let repository = Repository::<Account, _>::new(store);
+    let repository = Repository::<Account, _>::new(store)?;
     let ctx = CommandContext::new();
     let mut raw = raw::open(&dir.path().join("raw.db"), settings.durability)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
@@ -77,7 +77,7 @@ pub(crate) async fn concurrent(settings: Settings) -> Result<(), Box<dyn Error>>
     let total = per_task * TASKS;
     let dir = tempfile::tempdir()?;
     let store = settings.open_store(&dir.path().join("annals.db")).await?;
-    let repository = Repository::<Account, _>::new(store);
+    let repository = Repository::<Account, _>::new(store)?;
     let mut raw = raw::open(&dir.path().join("raw.db"), settings.durability)?;
     let mut versions: HashMap<String, i64> = HashMap::new();
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);

@@ -15,7 +15,7 @@ mod raw;
 mod read;
 mod report;
 
-use annals::Durability;
+use annals::sqlite::Durability;
 
 /// Settings shared by the scenarios.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +31,8 @@ impl Settings {
     pub(crate) async fn open_store(
         &self,
         path: &std::path::Path,
-    ) -> Result<annals::SqliteStore, annals::OpenError> {
-        annals::SqliteStore::options()
+    ) -> Result<annals::sqlite::SqliteStore, annals::sqlite::OpenError> {
+        annals::sqlite::SqliteStore::options()
             .path(path)
             .durability(self.durability)
             .open()

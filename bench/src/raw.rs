@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use annals::Durability;
+use annals::sqlite::Durability;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::model::BankEvent;

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use annals::{
     DomainEvent, EventStore, EventStoreExt, ExpectedVersion, Metadata, NewEvent, Position, ReadAll,
-    Repository, SnapshotPolicy, SnapshotStore, SqliteStore, StreamId,
+    Repository, SnapshotPolicy, SnapshotStore, StreamId,
 };
+
+use annals::sqlite::SqliteStore;
 
 use crate::model::{decode_raw, Account, BankEvent};
 use crate::report;
@@ -76,7 +78,7 @@ pub(crate) async fn load(settings: Settings) -> Result<(), Box<dyn Error>> {
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
     fill(&store, STREAMS, len).await?;
-    let repository = Repository::<Account, _>::new(store);
+    let repository = Repository::<Account, _>::new(store)?;
     let raw = open_raw(&path)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let (mut ours_events, mut baseline_events) = (0, 0);
@@ -169,8 +171,10 @@ async fn scan_ours(store: &SqliteStore) -> Result<(usize, u64), Box<dyn Error>> 
     let mut after = Position::START;
     loop {
         let page = store.read_all(ReadAll::after(after)).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
+        if page.is_empty() {
+            break;
+        }
+        after = page.read_through;
         for recorded in &page {
             let event = BankEvent::decode(
                 recorded.event_type.as_str(),
@@ -250,9 +254,9 @@ pub(crate) async fn load_snapshot(settings: Settings) -> Result<(), Box<dyn Erro
     let dir = tempfile::tempdir()?;
     let store = settings.open_store(&dir.path().join("annals.db")).await?;
     fill(&store, STREAMS, len).await?;
-    let replaying = Repository::<Account, _>::new(store.clone());
+    let replaying = Repository::<Account, _>::new(store.clone())?;
     let snapshotting =
-        Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(1_000));
+        Repository::<Account, _>::new(store.clone())?.with_snapshots(SnapshotPolicy::every(1_000));
     // A first load through the snapshotting repository writes the snapshots.
     for s in 0..STREAMS {
         snapshotting.load(&s.to_string()).await?;

@@ -22,9 +22,14 @@ use crate::domain::DomainEvent;
 /// assert!(account.handle(AccountCommand::Withdraw { amount: 80 }).is_err());
 /// # Ok::<(), BankError>(())
 /// ```
-pub trait Aggregate: Default + Send + Sync + 'static {
+///
+/// The state is `Clone` so that the repository can keep decided-on state in
+/// its cache and hand out copies, never sharing one mutably; a command is
+/// `Clone` so that it can be decided again after a conflict.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     /// The stream category: instance `42` lives in stream `{CATEGORY}-42`.
-    /// Must be a valid name without `-`.
+    /// Must be a valid name without `-`; a repository refuses to be built
+    /// for an aggregate whose category is not.
     const CATEGORY: &'static str;
 
     /// The version of the state's own schema, stored with snapshots. Bump it
@@ -35,8 +40,9 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// The events this aggregate records.
     type Event: DomainEvent;
 
-    /// The commands it handles.
-    type Command: Send;
+    /// The commands it handles. `Clone`, so that a command can be decided
+    /// again on fresh state when its append meets a conflict.
+    type Command: Clone + Send;
 
     /// The domain error a command can fail with.
     type Error: std::error::Error + Send + Sync + 'static;

@@ -8,10 +8,11 @@
 //!
 //! `#[derive(DomainEvent)]` writes the impl; a hand-written one is fine too.
 
-use crate::error::DecodeError;
-use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::event::{Metadata, NewEvent};
 use crate::id::InvalidName;
 use crate::payload::{Payload, PayloadError};
+use crate::upcast::error::{RegistryError, UpcastError};
+use crate::upcast::upcaster::Upcaster;
 
 pub(crate) mod tagless;
 
@@ -64,8 +65,91 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     /// The upcasters that bring older stored versions of these types up to
     /// date, kept next to the type so the two are read together. With the
     /// derive: `#[event(upcasters = path::to::fn)]` on the enum.
-    fn upcasters() -> Vec<crate::upcast::Upcaster> {
+    fn upcasters() -> Vec<Upcaster> {
         Vec::new()
+    }
+}
+
+/// Why a stored event could not become a typed domain event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The code knows no event of this type: an event written by newer code,
+    /// or a type that was removed without an upcaster.
+    #[error("unknown event type {event_type:?}")]
+    UnknownEventType {
+        /// The stored type name.
+        event_type: String,
+    },
+    /// The stored schema version is newer than the code knows: deploy the
+    /// newer code; never drop the event.
+    #[error("event type {event_type:?} has schema version {found}, newer than the newest known ({newest})")]
+    FutureSchemaVersion {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        found: u32,
+        /// The newest version the code knows.
+        newest: u32,
+    },
+    /// The stored schema version is older than the code's and no upcaster
+    /// brings it up to date: declare one with `#[event(upcasters = ...)]`.
+    #[error("event type {event_type:?} has schema version {found}, older than the current ({current}), and no upcaster brings it up to date")]
+    OutdatedSchemaVersion {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        found: u32,
+        /// The version the code reads.
+        current: u32,
+    },
+    /// The payload does not fit the type (the message names the mismatch,
+    /// never the stored value).
+    #[error(
+        "payload of {event_type:?} (schema version {schema_version}) does not decode: {reason}"
+    )]
+    InvalidPayload {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+        /// What did not fit.
+        reason: String,
+    },
+    /// The type's upcasters failed on the stored event: fix the upcaster or
+    /// the data.
+    #[error(transparent)]
+    Upcast(UpcastError),
+    /// The type's upcasters split the stored event into several events,
+    /// which one decode cannot return: read it through a store wrapped with
+    /// `EventStoreExt::with_upcasters`, which delivers every part.
+    #[error("event type {event_type:?} version {version} splits into {parts} events when upcast; read it through a store wrapped with `with_upcasters` to get every part")]
+    SplitByUpcaster {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        version: u32,
+        /// How many events it becomes.
+        parts: usize,
+    },
+    /// The type's upcasters do not form a valid chain: fix them.
+    #[error("the upcasters of the event type are invalid: {0}")]
+    InvalidUpcasters(RegistryError),
+}
+
+impl DecodeError {
+    /// Builds [`DecodeError::InvalidPayload`] from a serde_json error, without
+    /// quoting the payload.
+    pub fn invalid_payload(
+        event_type: &str,
+        schema_version: u32,
+        error: &serde_json::Error,
+    ) -> Self {
+        DecodeError::InvalidPayload {
+            event_type: event_type.to_owned(),
+            schema_version,
+            reason: crate::payload::redacted_message(error),
+        }
     }
 }
 
@@ -117,8 +201,11 @@ pub enum EncodeError {
         source: PayloadError,
     },
     /// A hand-written [`DomainEvent`] impl returned an invalid stored name.
-    #[error("event type name refused: {0}")]
-    InvalidEventType(InvalidName),
+    #[error("event type name refused: {source}")]
+    InvalidEventType {
+        /// What is wrong with the name.
+        source: InvalidName,
+    },
 }
 
 impl NewEvent {
@@ -138,48 +225,7 @@ impl NewEvent {
             .encode()
             .map_err(|source| EncodeError::Payload { event_type, source })?;
         let new_event = NewEvent::new(event_type, event.schema_version(), payload)
-            .map_err(EncodeError::InvalidEventType)?;
+            .map_err(|source| EncodeError::InvalidEventType { source })?;
         Ok(new_event.with_metadata(metadata))
-    }
-}
-
-impl RecordedEvent {
-    /// Decodes the stored event into a typed domain event.
-    ///
-    /// Every failure is an error — an unknown type, a schema version from
-    /// the future or the past, a payload that does not fit — so that no
-    /// event is ever dropped without anyone deciding so.
-    ///
-    /// ```
-    /// use annals_core::testkit::bank::AccountEvent;
-    /// use annals_core::{Metadata, NewEvent, Position, StreamId, Timestamp};
-    /// let recorded = NewEvent::from_domain(&AccountEvent::Deposited { amount: 5 }, Metadata::default())?
-    ///     .into_recorded(StreamId::new("account-1")?, 1, Position(1), Timestamp::now());
-    /// assert_eq!(recorded.decode::<AccountEvent>()?, AccountEvent::Deposited { amount: 5 });
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn decode<E: DomainEvent>(&self) -> Result<E, DecodeError> {
-        E::decode(self.event_type.as_str(), self.schema_version, &self.payload)
-    }
-
-    /// Like [`RecordedEvent::decode`], but an event of a type `E` does not
-    /// know gives `Ok(None)`: for readers of the global log (a projection)
-    /// that choose to skip other types. Every other failure, a schema
-    /// version from the future included, is still an error.
-    ///
-    /// ```
-    /// use annals_core::testkit::bank::AccountEvent;
-    /// use annals_core::{NewEvent, Payload, Position, StreamId, Timestamp};
-    /// let other = NewEvent::new("ParcelShipped", 1, Payload::from_json("{}")?)?
-    ///     .into_recorded(StreamId::new("parcel-1")?, 1, Position(1), Timestamp::now());
-    /// assert_eq!(other.decode_known::<AccountEvent>()?, None);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn decode_known<E: DomainEvent>(&self) -> Result<Option<E>, DecodeError> {
-        match self.decode() {
-            Ok(event) => Ok(Some(event)),
-            Err(DecodeError::UnknownEventType { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
     }
 }

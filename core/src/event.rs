@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::id::{check_name, EventType, InvalidName, StreamId};
+use crate::id::{check_tenant, EventType, InvalidName, NameProblem, StreamId};
 use crate::payload::{Payload, PayloadError};
 
 /// The unique id of an event, the key that makes appends idempotent.
@@ -168,10 +168,10 @@ impl Metadata {
     /// Checks the tenant name and the user fields against the payload rules.
     pub fn check(&self) -> Result<(), InvalidMetadata> {
         if let Some(tenant) = &self.tenant {
-            check_name("tenant", tenant).map_err(InvalidMetadata::Tenant)?;
+            check_tenant(tenant).map_err(|e| InvalidMetadata::Tenant { problem: e.problem })?;
         }
         if !self.fields.is_empty() {
-            Payload::encode(&self.fields).map_err(InvalidMetadata::Fields)?;
+            Payload::encode(&self.fields).map_err(|source| InvalidMetadata::Fields { source })?;
         }
         Ok(())
     }
@@ -203,16 +203,23 @@ impl fmt::Debug for Metadata {
     }
 }
 
-/// Metadata that cannot be stored.
+/// Metadata that cannot be stored. The message says what is wrong without
+/// showing the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidMetadata {
-    /// The tenant name breaks the naming rules.
-    #[error("metadata: {0}")]
-    Tenant(InvalidName),
+    /// The tenant name breaks the naming rules: fix the tenant.
+    #[error("metadata: invalid tenant: {problem}")]
+    Tenant {
+        /// What is wrong with it.
+        problem: NameProblem,
+    },
     /// A user field holds what the payload rules refuse.
-    #[error("metadata fields: {0}")]
-    Fields(PayloadError),
+    #[error("metadata fields: {source}")]
+    Fields {
+        /// What was refused.
+        source: PayloadError,
+    },
 }
 
 /// An event to append: its id, type, schema version, payload and metadata.
@@ -301,7 +308,7 @@ impl NewEvent {
         position: Position,
         recorded_at: Timestamp,
     ) -> RecordedEvent {
-        RecordedEvent {
+        RecordedEvent::from(RecordedParts {
             position,
             stream_id,
             version,
@@ -311,11 +318,16 @@ impl NewEvent {
             payload: self.payload,
             metadata: self.metadata,
             recorded_at,
-        }
+        })
     }
 }
 
 /// An event as stored.
+///
+/// Read through an upcasting store, an old event arrives in its current
+/// form: `event_type`, `schema_version` and `payload` are the upcast ones,
+/// while `stored_event_type` and `stored_schema_version` still say what is
+/// in the store, for debugging.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RecordedEvent {
@@ -327,43 +339,69 @@ pub struct RecordedEvent {
     pub version: u64,
     /// Its unique id.
     pub event_id: EventId,
-    /// Its stored type name.
+    /// Its type name.
     pub event_type: EventType,
     /// The schema version of its payload.
     pub schema_version: u32,
-    /// The JSON payload, exactly as appended.
+    /// The JSON payload, exactly as appended (or as upcast).
     pub payload: Payload,
     /// Correlation, causation, tenant and user fields.
     pub metadata: Metadata,
     /// When the store recorded it.
     pub recorded_at: Timestamp,
+    /// The type name in the store, before any upcasting.
+    pub stored_event_type: EventType,
+    /// The schema version in the store, before any upcasting.
+    pub stored_schema_version: u32,
+}
+
+/// The stored parts of an event, from which a backend builds a
+/// [`RecordedEvent`] with `RecordedEvent::from(parts)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedParts {
+    /// Its place in the global log.
+    pub position: Position,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its unique id.
+    pub event_id: EventId,
+    /// Its stored type name.
+    pub event_type: EventType,
+    /// The stored schema version of its payload.
+    pub schema_version: u32,
+    /// The stored JSON payload.
+    pub payload: Payload,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// When the store recorded it.
+    pub recorded_at: Timestamp,
+}
+
+impl From<RecordedParts> for RecordedEvent {
+    fn from(parts: RecordedParts) -> Self {
+        RecordedEvent {
+            position: parts.position,
+            stream_id: parts.stream_id,
+            version: parts.version,
+            event_id: parts.event_id,
+            stored_event_type: parts.event_type.clone(),
+            event_type: parts.event_type,
+            stored_schema_version: parts.schema_version,
+            schema_version: parts.schema_version,
+            payload: parts.payload,
+            metadata: parts.metadata,
+            recorded_at: parts.recorded_at,
+        }
+    }
 }
 
 impl RecordedEvent {
-    /// Builds a recorded event from its stored parts; for store backends.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        position: Position,
-        stream_id: StreamId,
-        version: u64,
-        event_id: EventId,
-        event_type: EventType,
-        schema_version: u32,
-        payload: Payload,
-        metadata: Metadata,
-        recorded_at: Timestamp,
-    ) -> Self {
-        RecordedEvent {
-            position,
-            stream_id,
-            version,
-            event_id,
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at,
-        }
+    /// Whether upcasting changed this event's type or schema version.
+    pub fn was_upcast(&self) -> bool {
+        self.event_type != self.stored_event_type
+            || self.schema_version != self.stored_schema_version
     }
 }
 
@@ -404,12 +442,21 @@ mod tests {
             tenant: Some(" acme".into()),
             ..Metadata::default()
         };
-        assert!(matches!(m.check(), Err(InvalidMetadata::Tenant(_))));
+        let err = m.check().unwrap_err();
+        assert_eq!(
+            err,
+            InvalidMetadata::Tenant {
+                problem: NameProblem::SurroundingWhitespace
+            }
+        );
+        assert!(!err.to_string().contains("acme"), "{err}");
         let mut m = Metadata::default();
         m.fields.insert("k".into(), serde_json::json!("a\0b"));
         assert_eq!(
             m.check(),
-            Err(InvalidMetadata::Fields(PayloadError::NulCharacter))
+            Err(InvalidMetadata::Fields {
+                source: PayloadError::NulCharacter
+            })
         );
     }
 

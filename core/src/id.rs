@@ -1,8 +1,11 @@
 //! Validated names: stream ids, event type names and tenants.
 //!
-//! Names are byte-exact on every backend. They must be non-empty, at most
-//! [`MAX_NAME_LEN`] bytes, free of control characters, and must not start or
-//! end with whitespace, so that two names that look the same are the same.
+//! Names are byte-exact on every backend: no case folding, no Unicode
+//! normalisation. They must be non-empty, at most [`MAX_NAME_LEN`] bytes,
+//! free of control characters and of invisible format characters (such as
+//! the zero-width space), and must not start or end with whitespace, so
+//! that two names that look the same on screen are not two different
+//! names in the store.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +31,13 @@ pub enum NameProblem {
         /// Byte offset of the first control character.
         at: usize,
     },
+    /// The name holds an invisible format character (a zero-width space or
+    /// joiner, a direction mark, a soft hyphen...): `account-1` followed by
+    /// one would look like `account-1` and be another stream.
+    InvisibleCharacter {
+        /// Byte offset of the first such character.
+        at: usize,
+    },
     /// The name starts or ends with whitespace.
     SurroundingWhitespace,
     /// A stream id has an empty category (`"-42"`) or an empty id (`"account-"`).
@@ -46,6 +56,9 @@ impl fmt::Display for NameProblem {
             NameProblem::ControlCharacter { at } => {
                 write!(f, "it holds a control character at byte {at}")
             }
+            NameProblem::InvisibleCharacter { at } => {
+                write!(f, "it holds an invisible format character at byte {at}")
+            }
             NameProblem::SurroundingWhitespace => f.write_str("it starts or ends with whitespace"),
             NameProblem::MissingPart => {
                 f.write_str("it must read {category}-{id} with both parts non-empty")
@@ -56,9 +69,10 @@ impl fmt::Display for NameProblem {
 }
 
 /// A name was refused. The message names the kind of name and the reason but
-/// shows only a bounded, escaped prefix of the value.
+/// shows only a bounded, escaped prefix of the value, and nothing of a
+/// tenant name (which is metadata, and metadata never reaches messages).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {kind} {shown}: {problem}")]
+#[error("invalid {kind}{shown}: {problem}")]
 pub struct InvalidName {
     /// What kind of name it was: `"stream id"`, `"event type"`, `"category"`, `"tenant"`.
     pub kind: &'static str,
@@ -78,14 +92,53 @@ impl InvalidName {
         InvalidName {
             kind,
             problem,
-            shown: format!("{shown:?}"),
+            shown: format!(" {shown:?}"),
+        }
+    }
+
+    /// A refusal that says what is wrong without showing the value.
+    fn hidden(kind: &'static str, problem: NameProblem) -> Self {
+        InvalidName {
+            kind,
+            problem,
+            shown: String::new(),
         }
     }
 }
 
-/// Checks the rules shared by every name.
-pub(crate) fn check_name(kind: &'static str, value: &str) -> Result<(), InvalidName> {
-    let problem = if value.is_empty() {
+/// Whether `c` is an invisible format character (Unicode general category
+/// Cf, as of Unicode 15): it changes nothing on screen, so a name holding
+/// one is a look-alike of the name without it.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// What is wrong with a name under the rules every name shares, if anything.
+fn name_problem(value: &str) -> Option<NameProblem> {
+    if value.is_empty() {
         Some(NameProblem::Empty)
     } else if value.len() > MAX_NAME_LEN {
         Some(NameProblem::TooLong {
@@ -94,13 +147,28 @@ pub(crate) fn check_name(kind: &'static str, value: &str) -> Result<(), InvalidN
         })
     } else if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
         Some(NameProblem::ControlCharacter { at })
+    } else if let Some((at, _)) = value.char_indices().find(|(_, c)| is_invisible_format(*c)) {
+        Some(NameProblem::InvisibleCharacter { at })
     } else if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
         Some(NameProblem::SurroundingWhitespace)
     } else {
         None
-    };
-    match problem {
+    }
+}
+
+/// Checks the rules shared by every name.
+pub(crate) fn check_name(kind: &'static str, value: &str) -> Result<(), InvalidName> {
+    match name_problem(value) {
         Some(problem) => Err(InvalidName::new(kind, value, problem)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a tenant name by the rules of every name; the error never shows
+/// the name.
+pub(crate) fn check_tenant(value: &str) -> Result<(), InvalidName> {
+    match name_problem(value) {
+        Some(problem) => Err(InvalidName::hidden("tenant", problem)),
         None => Ok(()),
     }
 }
@@ -215,22 +283,69 @@ impl AsRef<str> for StreamId {
 /// The stored name of an event type, such as `"AccountOpened"`.
 ///
 /// Follows the same rules as stream ids, without the `{category}-{id}` shape.
+/// `#[derive(DomainEvent)]` writes each stored name of an event enum as a
+/// constant (`AccountEvent::OPENED`), so a filter on event types names
+/// constants the compiler checks rather than strings a typo breaks.
 ///
-/// Cloning is cheap: the text is shared.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventType(Arc<str>);
+/// Cloning is cheap: the text is shared or static.
+#[derive(Clone)]
+pub struct EventType(Name);
+
+/// The text of an [`EventType`]: static for names known at compile time.
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl EventType {
     /// Validates an event type name.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidName> {
         let value = value.into();
         check_name("event type", &value)?;
-        Ok(EventType(Arc::from(value)))
+        Ok(EventType(Name::Shared(Arc::from(value))))
+    }
+
+    /// A name checked at compile time; for code generated by
+    /// `#[derive(DomainEvent)]`, which refuses invalid names at the
+    /// offending token. Not public API.
+    #[doc(hidden)]
+    pub const fn from_checked_static(name: &'static str) -> Self {
+        EventType(Name::Static(name))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+}
+
+impl PartialEq for EventType {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for EventType {}
+
+impl std::hash::Hash for EventType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for EventType {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EventType {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -243,25 +358,31 @@ impl TryFrom<&str> for EventType {
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.0)
+        f.pad(self.as_str())
     }
 }
 
 impl fmt::Debug for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventType({:?})", self.0)
+        write!(f, "EventType({:?})", self.as_str())
     }
 }
 
 impl PartialEq<str> for EventType {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for EventType {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
+    }
+}
+
+impl AsRef<str> for EventType {
+    fn as_ref(&self) -> &str {
+        self.as_str()
     }
 }
 
@@ -335,6 +456,40 @@ mod tests {
             StreamId::new("caf\u{e9}-1")?,
             StreamId::new("cafe\u{301}-1")?
         );
+        Ok(())
+    }
+
+    #[test]
+    fn look_alike_ids_fail_with_invisible_character() {
+        for (value, at) in [
+            ("account-1\u{200b}", 9),
+            ("acc\u{200d}ount-1", 3),
+            ("account-\u{feff}1", 8),
+            ("\u{2066}account-1", 0),
+        ] {
+            let err = StreamId::new(value).unwrap_err();
+            assert_eq!(
+                err.problem,
+                NameProblem::InvisibleCharacter { at },
+                "{value:?}"
+            );
+        }
+        assert!(EventType::new("Opened\u{ad}").is_err());
+    }
+
+    #[test]
+    fn tenant_errors_never_show_the_tenant() {
+        let err = check_tenant(" acme-secret-tenant").unwrap_err();
+        assert_eq!(err.problem, NameProblem::SurroundingWhitespace);
+        assert!(!err.to_string().contains("acme"), "{err}");
+        assert!(!format!("{err:?}").contains("acme"), "{err:?}");
+    }
+
+    #[test]
+    fn static_and_checked_event_types_are_equal() -> Result<(), InvalidName> {
+        const OPENED: EventType = EventType::from_checked_static("Opened");
+        assert_eq!(OPENED, EventType::new("Opened")?);
+        assert_eq!(OPENED.to_string(), "Opened");
         Ok(())
     }
 

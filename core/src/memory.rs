@@ -5,17 +5,22 @@
 //! gap-free positions in commit order.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::append::{AppendOutcome, AppendRequest, Limits, Replay};
-use crate::error::{AppendError, BackendError, ReadError};
+use crate::append::{
+    run_append, AppendError, AppendOutcome, AppendRequest, AppendTarget, Appended, Limits,
+    PlannedRow,
+};
+use crate::contract::{EventStore, HeadWatch};
+use crate::error::{BackendError, BackendErrorKind};
 use crate::event::{EventId, Position, RecordedEvent, Timestamp};
 use crate::id::StreamId;
+use crate::read::{Direction, Page, ReadAll, ReadError, ReadStream};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotStore};
-use crate::store::{Direction, EventStore, HeadWatch, ReadAll, ReadStream};
 
 /// An in-memory event store. Clones share the same log.
 ///
@@ -83,7 +88,7 @@ impl InMemoryStore {
         // say so rather than pretend.
         self.shared.log.lock().map_err(|_| {
             BackendError::new(
-                crate::error::BackendErrorKind::Corrupt,
+                BackendErrorKind::Corrupt,
                 "the in-memory log lock is poisoned",
             )
         })
@@ -97,6 +102,43 @@ impl Log {
             .and_then(|indices| indices.last())
             .map(|&i| self.events[i].version)
     }
+
+    fn head(&self) -> Position {
+        Position(self.events.len() as u64)
+    }
+}
+
+/// One append's view of the log: rows are staged and join the log only
+/// when the whole append is inserted.
+struct Staging<'l> {
+    log: &'l Log,
+    staged: Vec<EventId>,
+}
+
+impl AppendTarget for Staging<'_> {
+    type Error = Infallible;
+
+    fn current_version(&mut self, stream: &StreamId) -> Result<Option<u64>, Infallible> {
+        Ok(self.log.version_of(stream))
+    }
+
+    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<bool, Infallible> {
+        let id = row.event.event_id();
+        if self.log.ids.contains_key(&id) {
+            return Ok(false);
+        }
+        self.staged.push(id);
+        Ok(true)
+    }
+
+    fn undo(&mut self) -> Result<(), Infallible> {
+        self.staged.clear();
+        Ok(())
+    }
+
+    fn find_event(&mut self, id: EventId) -> Result<Option<RecordedEvent>, Infallible> {
+        Ok(self.log.ids.get(&id).map(|&i| self.log.events[i].clone()))
+    }
 }
 
 #[async_trait]
@@ -104,46 +146,31 @@ impl EventStore for InMemoryStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
         request.check(&self.shared.limits)?;
         let mut log = self.log()?;
-        let stored = request
-            .events()
-            .map(|e| log.ids.get(&e.event_id()).map(|&i| log.events[i].clone()))
-            .collect();
-        if let Replay::Committed(original) = request.replay_of(stored)? {
-            return Ok(original);
-        }
-        // Check every stream before writing anything: all or nothing.
-        let mut next_versions = Vec::with_capacity(request.streams().len());
-        for s in request.streams() {
-            let current = log.version_of(&s.stream);
-            s.expected.check(&s.stream, current)?;
-            let len = u64::try_from(s.events.len()).ok();
-            let last = len.and_then(|n| current.unwrap_or(0).checked_add(n));
-            if last.is_none() {
-                return Err(AppendError::VersionOverflow {
-                    stream: s.stream.clone(),
-                });
-            }
-            next_versions.push(current.unwrap_or(0) + 1);
-        }
-        let recorded_at = Timestamp::now();
-        let mut recorded = Vec::with_capacity(request.event_count());
-        for (s, first_version) in request.into_streams().into_iter().zip(next_versions) {
-            for (event, version) in s.events.into_iter().zip(first_version..) {
-                let index = log.events.len();
-                let position = Position(index as u64 + 1);
-                let event = event.into_recorded(s.stream.clone(), version, position, recorded_at);
-                log.ids.insert(event.event_id, index);
-                log.streams.entry(s.stream.clone()).or_default().push(index);
-                log.events.push(event.clone());
-                recorded.push(event);
-            }
+        let mut staging = Staging {
+            log: &log,
+            staged: Vec::new(),
+        };
+        let first = log.head().next();
+        let appended = match run_append(&mut staging, &request, first, Timestamp::now()) {
+            Ok(appended) => appended,
+            Err(never) => match never {},
+        };
+        let Appended::Inserted(outcome) = appended else {
+            return appended.into_result();
+        };
+        for event in outcome.events() {
+            let index = log.events.len();
+            log.ids.insert(event.event_id, index);
+            log.streams
+                .entry(event.stream_id.clone())
+                .or_default()
+                .push(index);
+            log.events.push(event.clone());
         }
         // Published while the lock is held, so the head never moves backwards.
-        self.shared
-            .head
-            .send_replace(Position(log.events.len() as u64));
+        self.shared.head.send_replace(log.head());
         drop(log);
-        Ok(AppendOutcome::new(recorded))
+        Ok(outcome)
     }
 
     async fn read_stream(
@@ -175,17 +202,25 @@ impl EventStore for InMemoryStore {
         Ok(page)
     }
 
-    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_all(&self, read: ReadAll) -> Result<Page, ReadError> {
         let log = self.log()?;
         let start = usize::try_from(read.start().0).unwrap_or(usize::MAX);
-        Ok(log
-            .events
-            .iter()
-            .skip(start)
-            .filter(|e| read.matches(e))
-            .take(read.max_count())
-            .cloned()
-            .collect())
+        let limit = read.max_count();
+        let mut events = Vec::new();
+        let mut read_through = read.start().max(log.head());
+        for event in log.events.iter().skip(start) {
+            if events.len() == limit {
+                // Full: the store looked as far as the last event it kept.
+                read_through = events
+                    .last()
+                    .map_or(read.start(), |e: &RecordedEvent| e.position);
+                break;
+            }
+            if read.matches(event) {
+                events.push(event.clone());
+            }
+        }
+        Ok(Page::new(events, read_through))
     }
 
     async fn head(&self) -> Result<Position, ReadError> {

@@ -17,7 +17,6 @@ use crate::error::BackendError;
 use crate::event::Timestamp;
 use crate::id::StreamId;
 use crate::payload::Payload;
-use crate::upcast::UpcastingStore;
 
 /// An aggregate's state as of one stream version.
 #[derive(Clone, PartialEq)]
@@ -84,16 +83,6 @@ impl<S: SnapshotStore + ?Sized> SnapshotStore for Arc<S> {
     }
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
         (**self).load_snapshot(stream).await
-    }
-}
-
-#[async_trait]
-impl<S: SnapshotStore> SnapshotStore for UpcastingStore<S> {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        self.inner().save_snapshot(snapshot).await
-    }
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
-        self.inner().load_snapshot(stream).await
     }
 }
 

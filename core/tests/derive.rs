@@ -3,7 +3,8 @@
 
 use std::error::Error;
 
-use annals_core::{DecodeError, DomainEvent, Payload, PayloadError, Upcaster};
+use annals_core::upcast::Upcaster;
+use annals_core::{DecodeError, DomainEvent, Payload, PayloadError};
 use serde::{Deserialize, Serialize};
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -373,7 +374,7 @@ fn parcel_upcasters() -> Vec<Upcaster> {
     vec![Upcaster::reshape("Printed", 1, |payload| {
         let label = payload["label"].take();
         *payload = serde_json::json!({ "text": label });
-        Ok::<(), String>(())
+        Ok::<(), &str>(())
     })]
 }
 
@@ -395,7 +396,7 @@ fn without_upcasters_attribute_upcasters_is_empty() {
 
 #[test]
 fn upcasters_from_the_attribute_build_a_registry() -> TestResult {
-    annals_core::Upcasters::for_events::<LabelEvent>()?;
+    annals_core::upcast::Upcasters::for_events::<LabelEvent>()?;
     Ok(())
 }
 

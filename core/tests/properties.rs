@@ -11,12 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use annals_core::store::Snapshot;
 use annals_core::testkit::bank::{Account, AccountCommand};
+use annals_core::upcast::{RegistryError, UpcastError, UpcastEvent, Upcaster, Upcasters};
 use annals_core::{
     Aggregate, CommandContext, CommandError, DecodeError, DomainEvent, EventStore, EventStoreExt,
     ExpectedVersion, InMemoryStore, Metadata, NewEvent, Payload, Position, ReadAll, RecordedEvent,
-    RegistryError, Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Timestamp,
-    UpcastError, UpcastEvent, Upcaster, Upcasters,
+    Repository, SnapshotPolicy, SnapshotStore, StreamId, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -58,7 +59,7 @@ proptest! {
     ) {
         let rt = runtime();
         rt.block_on(async {
-            let repo = Repository::<Account, _>::new(InMemoryStore::new());
+            let repo = Repository::<Account, _>::new(InMemoryStore::new())?;
             let mut model = Account::default();
             for c in commands {
                 let decided = model.handle(c.clone());
@@ -112,7 +113,8 @@ proptest! {
             let log = store
                 .read_all(ReadAll::after(Position::START))
                 .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .events;
             let total: usize = plans.iter().flatten().map(|(_, c)| c).sum();
             prop_assert_eq!(log.len(), total);
             for (e, p) in log.iter().zip(1u64..) {
@@ -159,7 +161,7 @@ async fn run<S: EventStore>(
         .execute("p", command.clone(), &CommandContext::new())
         .await
     {
-        Ok(_) | Err(CommandError::Domain(_)) => Ok(()),
+        Ok(_) | Err(CommandError::Refused { .. }) => Ok(()),
         Err(error) => Err(fail(error)),
     }
 }
@@ -210,9 +212,9 @@ proptest! {
         rt.block_on(async {
             for n in 1..=10u64 {
                 let store = InMemoryStore::new();
-                let snapshotting = Repository::<Account, _>::new(store.clone())
+                let snapshotting = Repository::<Account, _>::new(store.clone())?
                     .with_snapshots(SnapshotPolicy::every(n));
-                let replaying = Repository::<Account, _>::new(store.clone());
+                let replaying = Repository::<Account, _>::new(store.clone())?;
                 let stream = replaying.stream_id("p").map_err(fail)?;
                 for command in &commands {
                     run(&snapshotting, command).await?;
@@ -246,7 +248,7 @@ proptest! {
         let rt = runtime();
         rt.block_on(async {
             let store = InMemoryStore::new();
-            let replaying = Repository::<Account, _>::new(store.clone());
+            let replaying = Repository::<Account, _>::new(store.clone())?;
             for command in &commands {
                 run(&replaying, command).await?;
             }
@@ -267,7 +269,7 @@ proptest! {
                 .await
                 .map_err(fail)?;
 
-            let snapshotting = Repository::<Account, _>::new(store.clone())
+            let snapshotting = Repository::<Account, _>::new(store.clone())?
                 .with_snapshots(SnapshotPolicy::every(n));
             let loaded = snapshotting.load("p").await.map_err(fail)?;
             prop_assert_eq!(&loaded.state, &full.state);
@@ -700,7 +702,7 @@ proptest! {
                     let current = (e.event_type.as_str(), e.schema_version);
                     prop_assert!(ChainEvent::known_types().contains(&current), "{:?}", current);
                     // A payload the chain passed on may still not fit the type.
-                    match e.decode::<ChainEvent>() {
+                    match e.decode::<ChainEvent>().map_err(|e| e.source) {
                         Ok(_) | Err(DecodeError::InvalidPayload { .. }) => {}
                         Err(other) => prop_assert!(false, "unexpected {:?}", other),
                     }
@@ -790,7 +792,7 @@ proptest! {
         let out = upcast(&registry()?, event.clone()).map_err(fail)?;
         prop_assert_eq!(&out, &vec![event]);
         prop_assert_eq!(
-            out[0].decode::<ChainEvent>(),
+            out[0].decode::<ChainEvent>().map_err(|e| e.source),
             Err(DecodeError::FutureSchemaVersion {
                 event_type: event_type.to_owned(),
                 found,
@@ -812,7 +814,7 @@ proptest! {
             |builder, (from, produces)| {
                 let produces: Vec<(&str, u32)> = produces.iter().map(|&v| ("T", v)).collect();
                 builder.upcaster(Upcaster::new("T", *from, &produces, |e: UpcastEvent| {
-                    Ok::<_, String>(vec![e])
+                    Ok::<_, &str>(vec![e])
                 }))
             },
         );

@@ -9,7 +9,7 @@ use annals_core::testkit::bank::{Account, AccountCommand, AccountEvent, BankErro
 use annals_core::{
     ActualVersion, Aggregate, AppendError, AppendOutcome, AppendRequest, CommandContext,
     CommandError, DecodeError, DomainEvent, EncodeError, EventStore, EventStoreExt,
-    ExpectedVersion, HeadWatch, InMemoryStore, LoadError, NewEvent, Payload, PayloadError,
+    ExpectedVersion, HeadWatch, InMemoryStore, LoadError, NewEvent, Page, Payload, PayloadError,
     Position, ReadAll, ReadError, ReadStream, RecordedEvent, Repository, RetryPolicy, StreamId,
 };
 use async_trait::async_trait;
@@ -23,7 +23,7 @@ fn open(owner: &str) -> AccountCommand {
 }
 
 async fn opened_account(id: &str) -> Result<Repository<Account, InMemoryStore>, Box<dyn Error>> {
-    let repo = Repository::new(InMemoryStore::new());
+    let repo = Repository::new(InMemoryStore::new())?;
     repo.execute(id, open("ada"), &CommandContext::new())
         .await?;
     Ok(repo)
@@ -72,7 +72,7 @@ impl EventStore for RacingStore {
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.inner.read_stream(stream, read).await
     }
-    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_all(&self, read: ReadAll) -> Result<Page, ReadError> {
         self.inner.read_all(read).await
     }
     async fn head(&self) -> Result<Position, ReadError> {
@@ -90,10 +90,10 @@ async fn racing_repository(
     retries: u32,
 ) -> Result<(InMemoryStore, Repository<Account, RacingStore>), Box<dyn Error>> {
     let store = InMemoryStore::new();
-    Repository::<Account, _>::new(store.clone())
+    Repository::<Account, _>::new(store.clone())?
         .execute("1", open("ada"), &CommandContext::new())
         .await?;
-    let repo = Repository::<Account, _>::new(RacingStore::new(store.clone(), races))
+    let repo = Repository::<Account, _>::new(RacingStore::new(store.clone(), races))?
         .with_retry(RetryPolicy::on_conflict(retries));
     Ok((store, repo))
 }
@@ -132,7 +132,7 @@ async fn execute_appends_with_the_loaded_version_and_returns_what_was_recorded()
 
 #[tokio::test]
 async fn loading_a_new_aggregate_gives_the_default_state_at_version_zero() -> TestResult {
-    let repo = Repository::<Account, _>::new(InMemoryStore::new());
+    let repo = Repository::<Account, _>::new(InMemoryStore::new())?;
     let loaded = repo.load("nobody").await?;
     assert_eq!((loaded.version, loaded.state), (0, Account::default()));
     Ok(())
@@ -151,10 +151,13 @@ async fn command_refused_by_the_aggregate_fails_with_domain_and_writes_nothing()
         .unwrap_err();
     assert!(matches!(
         err,
-        CommandError::Domain(BankError::InsufficientFunds {
-            balance: 0,
-            requested: 5
-        })
+        CommandError::Refused {
+            error: BankError::InsufficientFunds {
+                balance: 0,
+                requested: 5
+            },
+            ..
+        }
     ));
     assert_eq!(repo.store().head().await?, Position(1));
     Ok(())
@@ -162,7 +165,7 @@ async fn command_refused_by_the_aggregate_fails_with_domain_and_writes_nothing()
 
 #[tokio::test]
 async fn command_for_an_invalid_id_fails_with_invalid_id() -> TestResult {
-    let repo = Repository::<Account, _>::new(InMemoryStore::new());
+    let repo = Repository::<Account, _>::new(InMemoryStore::new())?;
     for id in ["", "a\nb", " padded"] {
         let err = repo
             .execute(id, open("ada"), &CommandContext::new())
@@ -256,12 +259,13 @@ async fn load_fails_with_decode_naming_stream_version_and_type() -> TestResult {
         .await?;
     let err = repo.load("1").await.unwrap_err();
     match err {
-        LoadError::Decode {
+        LoadError::Decode(annals_core::EventDecodeError {
             stream: s,
             version,
             position,
             source,
-        } => {
+            ..
+        }) => {
             assert_eq!((s, version, position), (stream, 2, Position(2)));
             assert_eq!(
                 source,
@@ -287,14 +291,14 @@ async fn load_fails_with_future_schema_version() -> TestResult {
     assert!(
         matches!(
             &err,
-            LoadError::Decode {
+            LoadError::Decode(annals_core::EventDecodeError {
                 source: DecodeError::FutureSchemaVersion {
                     found: 9,
                     newest: 1,
                     ..
                 },
                 ..
-            }
+            })
         ),
         "{err:?}"
     );
@@ -302,7 +306,7 @@ async fn load_fails_with_future_schema_version() -> TestResult {
 }
 
 /// An aggregate whose events can hold a float, to reach the encode error.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Thermometer;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, DomainEvent)]
@@ -323,7 +327,7 @@ impl Aggregate for Thermometer {
 
 #[tokio::test]
 async fn event_that_json_cannot_hold_fails_with_encode_and_writes_nothing() -> TestResult {
-    let repo = Repository::<Thermometer, _>::new(InMemoryStore::new());
+    let repo = Repository::<Thermometer, _>::new(InMemoryStore::new())?;
     let err = repo
         .execute("1", f64::NAN, &CommandContext::new())
         .await
@@ -347,7 +351,7 @@ async fn event_that_json_cannot_hold_fails_with_encode_and_writes_nothing() -> T
 #[tokio::test]
 async fn repository_works_on_a_shared_dyn_store() -> TestResult {
     let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let repo = Repository::<Account, _>::new(store.clone());
+    let repo = Repository::<Account, _>::new(store.clone())?;
     repo.execute("1", open("ada"), &CommandContext::new())
         .await?;
     assert_eq!(store.head().await?, Position(1));

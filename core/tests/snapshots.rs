@@ -4,12 +4,12 @@
 use std::error::Error;
 use std::time::Duration;
 
+use annals_core::store::Snapshot;
 use annals_core::testkit::bank::{Account, AccountCommand};
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, CommandContext,
     EventStore, HeadWatch, InMemoryStore, Payload, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore, StreamId,
-    Timestamp,
+    RecordedEvent, Repository, SnapshotError, SnapshotPolicy, SnapshotStore, StreamId, Timestamp,
 };
 use async_trait::async_trait;
 
@@ -60,13 +60,13 @@ async fn snapshot_where(
 async fn load_from_a_snapshot_replays_only_the_tail_and_equals_full_replay() -> TestResult {
     let store = InMemoryStore::new();
     let snapshotting =
-        Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(10));
+        Repository::<Account, _>::new(store.clone())?.with_snapshots(SnapshotPolicy::every(10));
     account_with_deposits(&snapshotting, "1", 24).await?;
     let stream = snapshotting.stream_id("1")?;
     let snapshot = snapshot_where(&store, &stream, |s| s.version >= 20).await?;
     assert_eq!(snapshot.state_version, 1);
     let from_snapshot = snapshotting.load("1").await?;
-    let replayed = Repository::<Account, _>::new(store.clone())
+    let replayed = Repository::<Account, _>::new(store.clone())?
         .load("1")
         .await?;
     assert_eq!(from_snapshot.state, replayed.state);
@@ -79,7 +79,7 @@ async fn load_from_a_snapshot_replays_only_the_tail_and_equals_full_replay() -> 
 #[tokio::test]
 async fn snapshot_of_another_state_version_is_ignored_and_replaced() -> TestResult {
     let store = InMemoryStore::new();
-    let plain = Repository::<Account, _>::new(store.clone());
+    let plain = Repository::<Account, _>::new(store.clone())?;
     account_with_deposits(&plain, "1", 4).await?;
     let stream = plain.stream_id("1")?;
     // A snapshot an older shape of the state wrote: its numbers are wrong
@@ -104,7 +104,7 @@ async fn snapshot_of_another_state_version_is_ignored_and_replaced() -> TestResu
 #[tokio::test]
 async fn snapshot_that_does_not_decode_is_ignored() -> TestResult {
     let store = InMemoryStore::new();
-    let plain = Repository::<Account, _>::new(store.clone());
+    let plain = Repository::<Account, _>::new(store.clone())?;
     account_with_deposits(&plain, "1", 2).await?;
     store
         .save_snapshot(Snapshot {
@@ -126,7 +126,7 @@ async fn snapshot_that_does_not_decode_is_ignored() -> TestResult {
 #[tokio::test]
 async fn snapshot_policy_when_asks_the_function() -> TestResult {
     let store = InMemoryStore::new();
-    let repo = Repository::<Account, _>::new(store.clone())
+    let repo = Repository::<Account, _>::new(store.clone())?
         .with_snapshots(SnapshotPolicy::when(|due| due.version == 3));
     account_with_deposits(&repo, "1", 5).await?;
     let stream = repo.stream_id("1")?;
@@ -171,7 +171,7 @@ impl EventStore for BrokenSnapshots {
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.0.read_stream(stream, read).await
     }
-    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_all(&self, read: ReadAll) -> Result<annals_core::Page, ReadError> {
         self.0.read_all(read).await
     }
     async fn head(&self) -> Result<Position, ReadError> {
@@ -184,7 +184,7 @@ impl EventStore for BrokenSnapshots {
 
 #[tokio::test]
 async fn failing_snapshot_store_never_fails_a_command_or_a_load() -> TestResult {
-    let repo = Repository::<Account, _>::new(BrokenSnapshots(InMemoryStore::new()))
+    let repo = Repository::<Account, _>::new(BrokenSnapshots(InMemoryStore::new()))?
         .with_snapshots(SnapshotPolicy::every(1));
     account_with_deposits(&repo, "1", 3).await?;
     let loaded = repo.load("1").await?;

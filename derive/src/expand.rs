@@ -75,6 +75,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
         Data::Enum(_) => enum_body(&root, &types)?,
         _ => struct_body(&root, &types[0]),
     };
+    let constants = constants(&root, input, &types)?;
     let upcasters = args.upcasters.map(|path| {
         let call = quote_spanned!(path.span()=> #path());
         quote! {
@@ -85,6 +86,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     });
 
     Ok(quote! {
+        #constants
+
         #[automatically_derived]
         impl #impl_generics #root::__private::DomainEvent for #ident #ty_generics #where_clause {
             #body
@@ -96,6 +99,81 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #upcasters
         }
     })
+}
+
+/// The stored names as constants a filter can name: `OrderEvent::PAID` for
+/// variant `Paid`, `Opened::EVENT_TYPE` for a struct.
+fn constants(
+    root: &TokenStream,
+    input: &DeriveInput,
+    types: &[EventType],
+) -> syn::Result<TokenStream> {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut seen: HashMap<String, &Ident> = HashMap::new();
+    let mut items = Vec::new();
+    for event in types {
+        let name = &event.name;
+        let (constant, doc) = match &event.variant {
+            Some(variant) => {
+                let constant = screaming_snake(&variant.unraw().to_string());
+                if let Some(first) = seen.insert(constant.clone(), variant) {
+                    return Err(syn::Error::new(
+                        variant.span(),
+                        format!(
+                            "variants `{first}` and `{variant}` would both have the stored-name \
+                             constant `{constant}`; rename one of them"
+                        ),
+                    ));
+                }
+                let doc = format!(
+                    "The stored name of `{ident}::{variant}`: `{:?}`, for filters.",
+                    name.value()
+                );
+                (Ident::new(&constant, variant.span()), doc)
+            }
+            None => (
+                Ident::new("EVENT_TYPE", ident.span()),
+                format!(
+                    "The stored name of `{ident}`: `{:?}`, for filters.",
+                    name.value()
+                ),
+            ),
+        };
+        items.push(quote! {
+            #[doc = #doc]
+            pub const #constant: #root::__private::EventType =
+                #root::__private::EventType::from_checked_static(#name);
+        });
+    }
+    Ok(quote! {
+        #[automatically_derived]
+        #[allow(dead_code)]
+        impl #impl_generics #ident #ty_generics #where_clause {
+            #(#items)*
+        }
+    })
+}
+
+/// `MoneyDeposited` → `MONEY_DEPOSITED`, `HTTPFailed` → `HTTP_FAILED`,
+/// `Paid2` → `PAID2`.
+fn screaming_snake(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            let previous = chars[i - 1];
+            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let starts_word = previous.is_lowercase()
+                || previous.is_ascii_digit()
+                || (previous.is_uppercase() && next_is_lower);
+            if starts_word && previous != '_' {
+                out.push('_');
+            }
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
 }
 
 /// The stored event types of an enum's variants, checked.
@@ -253,5 +331,25 @@ fn root(krate: Option<Path>) -> syn::Result<TokenStream> {
              dependencies in Cargo.toml; add one, or name a renamed one with \
              #[event(crate = path::to::annals)]",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::screaming_snake;
+
+    #[test]
+    fn constant_names_are_screaming_snake_case() {
+        for (ident, constant) in [
+            ("Opened", "OPENED"),
+            ("MoneyDeposited", "MONEY_DEPOSITED"),
+            ("HTTPFailed", "HTTP_FAILED"),
+            ("Paid2", "PAID2"),
+            ("Item2Added", "ITEM2_ADDED"),
+            ("already_snake", "ALREADY_SNAKE"),
+            ("Écrit", "ÉCRIT"),
+        ] {
+            assert_eq!(screaming_snake(ident), constant, "{ident}");
+        }
     }
 }

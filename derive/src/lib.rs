@@ -10,7 +10,8 @@
 //! payload, so upcasters can reshape the JSON without knowing the enum.
 //!
 //! ```
-//! use annals_core::{DomainEvent, Upcaster};
+//! use annals_core::upcast::Upcaster;
+//! use annals_core::DomainEvent;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, PartialEq, Serialize, Deserialize, DomainEvent)]
@@ -41,8 +42,21 @@
 //!     AccountEvent::known_types(),
 //!     &[("Opened", 1), ("MoneyDeposited", 2), ("Closed", 1)]
 //! );
+//! // Each stored name is a constant, for filters the compiler checks.
+//! assert_eq!(AccountEvent::DEPOSITED, "MoneyDeposited");
+//! assert_eq!(AccountEvent::CLOSED.as_str(), "Closed");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Stored names as constants
+//!
+//! Each variant's stored name becomes an associated constant of type
+//! `EventType`, named after the variant in SCREAMING_SNAKE_CASE
+//! (`Deposited` gives `AccountEvent::DEPOSITED`, whatever its stored name);
+//! a struct gets `EVENT_TYPE`. Filters of the global log take them
+//! (`ReadAll::after(p).event_type(AccountEvent::DEPOSITED)`), so a typo is a
+//! compile error rather than a filter that silently reads nothing. Two
+//! variants whose constants would collide (`Paid` and `PAID`) are refused.
 //!
 //! # The payload
 //!
@@ -111,6 +125,7 @@
 //! - a union, and an enum with no variants;
 //! - two variants with the same stored name, and a stored name that breaks
 //!   the rules above;
+//! - two variants whose stored-name constants would have one name;
 //! - `version = 0`, or a version that is not an integer literal;
 //! - an unknown key in `#[event(...)]`, a key given twice, `name` or
 //!   `version` on an enum, `upcasters` or `crate` on a variant, and

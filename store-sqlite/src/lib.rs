@@ -1,26 +1,35 @@
 //! The embedded event store of annals: one SQLite file, nothing to install.
 //!
-//! - **One writer, group commit.** A single thread owns the write
-//!   connection. Appends from any number of tasks queue up (a bounded queue:
-//!   callers wait rather than grow memory) and the writer commits whatever
-//!   is queued in one transaction, each append checked in its own savepoint
-//!   and answered on its own. Many appends share one disk sync.
+//! - **One writer, group commit, no hand-off when quiet.** One connection
+//!   writes. An append that finds no commit in progress commits itself on
+//!   its caller's thread; appends that arrive meanwhile queue up (a bounded
+//!   queue: callers wait rather than grow memory) and the writer thread
+//!   commits them all in one transaction, each append checked in its own
+//!   savepoint and answered on its own. Many appends share one disk sync.
 //! - **WAL mode and a read pool.** Reads run on a few read-only connections
 //!   and never wait for the writer. Each read is one bounded page in its own
-//!   read transaction.
+//!   read transaction; filters of the global log run in SQL on indexes.
 //! - **Durability.** Full by default: an acknowledged append is on disk.
-//!   [`Durability::Relaxed`] trades the last commits before a power loss for
-//!   speed; a process crash loses nothing in either mode.
+//!   [`Durability::Relaxed`] commits without waiting for the disk and makes
+//!   the WAL durable at least every [`SqliteOptions::sync_interval`] (50 ms
+//!   by default): a power loss or an operating-system crash can take back
+//!   the commits of that last interval, never corrupt the file; a process
+//!   crash loses nothing in either mode. The positions of commits a power
+//!   loss takes back are given again to new events: a reader that keeps its
+//!   position outside the store may then have seen events that are gone.
 //! - **Safe files.** A file that is not an annals database, or was written by
 //!   a newer annals, is refused untouched; an older one is migrated. Events
 //!   are append-only: triggers refuse `UPDATE` and `DELETE` on the log.
 //! - **Live.** After each commit the writer publishes the new head, so
 //!   waiters ([`EventStore::watch_head`](annals_core::EventStore::watch_head))
-//!   wake without polling. Appends made by another process on the same file
-//!   are found by reads, but wake no one here until this process commits.
+//!   wake at once. Commits made by another process on the same file wake
+//!   them too, within [`SqliteOptions::head_poll_interval`] (50 ms by
+//!   default): while anyone watches, a thread polls the file's
+//!   `data_version`.
 //!
 //! ```
-//! use annals_core::{EventStore, EventStoreExt, ExpectedVersion, NewEvent, Payload, StreamId};
+//! use annals_core::prelude::*;
+//! use annals_core::{ExpectedVersion, NewEvent, Payload, StreamId};
 //! use annals_sqlite::SqliteStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -37,8 +46,10 @@ mod blocking;
 mod error;
 mod options;
 mod read;
+mod row;
 mod schema;
 mod store;
+mod watch;
 mod writer;
 
 pub use error::OpenError;
@@ -46,6 +57,11 @@ pub use options::{Access, Durability, SqliteOptions};
 pub use store::SqliteStore;
 #[cfg(feature = "fault-injection")]
 pub use writer::FaultPlan;
+
+/// The rusqlite this store is built on. A read model kept in an SQLite
+/// database of its own must use this very version: two crates that link
+/// SQLite cannot be in one program.
+pub use rusqlite;
 
 /// The SQL of each schema version, for tests that build files of older
 /// versions. Not public API.

@@ -18,9 +18,16 @@ pub enum Durability {
     #[default]
     Full,
     /// An acknowledged append survives a process crash; a power loss or an
-    /// operating-system crash may lose the last commits, never corrupt the
-    /// file (`PRAGMA synchronous = NORMAL`: the WAL is synced at checkpoints).
-    /// Roughly twice as fast for one small append at a time.
+    /// operating-system crash may lose the commits of the last
+    /// [`SqliteOptions::sync_interval`] (plus the time one disk sync takes),
+    /// never corrupt the file (`PRAGMA synchronous = NORMAL`, and the writer
+    /// syncs the WAL at least once per interval).
+    ///
+    /// Lost commits leave their positions and versions free, and new events
+    /// take them: a reader that kept its position outside the store may have
+    /// seen events that are gone. Choose it for data you can afford to lose
+    /// the last moments of, for several times the speed of one small append
+    /// at a time.
     Relaxed,
 }
 
@@ -33,8 +40,7 @@ pub enum Access {
     ReadWrite,
     /// Reads only: the file must exist and is never changed; appends fail
     /// with [`BackendErrorKind::ReadOnly`](annals_core::BackendErrorKind::ReadOnly).
-    /// Reads see what other processes commit, but the head watch does not
-    /// move: a reader that follows the log polls [`head`](annals_core::EventStore::head).
+    /// Reads, and the head watch, see what other processes commit.
     ReadOnly,
 }
 
@@ -51,6 +57,8 @@ pub enum Access {
 /// | `max_batch_appends` | 512 appends per group commit |
 /// | `max_batch_bytes` | 16 MiB of payload per group commit |
 /// | `busy_timeout` | 5 s |
+/// | `sync_interval` | 50 ms (relaxed durability only) |
+/// | `head_poll_interval` | 50 ms |
 /// | `max_size` | none (the disk is the limit) |
 /// | `limits` | [`Limits::default`]: 1 MiB per payload, 10,000 events and 16 MiB per append |
 ///
@@ -79,6 +87,8 @@ pub struct SqliteOptions {
     pub(crate) max_batch_appends: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) busy_timeout: Duration,
+    pub(crate) sync_interval: Duration,
+    pub(crate) head_poll_interval: Duration,
     pub(crate) max_size: Option<u64>,
     pub(crate) limits: Limits,
     #[cfg(feature = "fault-injection")]
@@ -96,6 +106,8 @@ impl Default for SqliteOptions {
             max_batch_appends: 512,
             max_batch_bytes: 16 * 1024 * 1024,
             busy_timeout: Duration::from_secs(5),
+            sync_interval: Duration::from_millis(50),
+            head_poll_interval: Duration::from_millis(50),
             max_size: None,
             limits: Limits::default(),
             #[cfg(feature = "fault-injection")]
@@ -157,6 +169,25 @@ impl SqliteOptions {
         self
     }
 
+    /// With [`Durability::Relaxed`], the longest an acknowledged append
+    /// waits to be made durable: the writer syncs the WAL at least this
+    /// often while there are unsynced commits. What a power loss can take
+    /// back is the commits of this last interval. More than 0; ignored with
+    /// full durability, where every commit is synced.
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// How often a watched store looks for commits made by other processes
+    /// on the same file: the longest a head watcher here waits to wake
+    /// after one (plus one short query). More than 0. Commits made through
+    /// this store wake watchers at once.
+    pub fn head_poll_interval(mut self, interval: Duration) -> Self {
+        self.head_poll_interval = interval;
+        self
+    }
+
     /// The largest the database file may grow, in bytes (rounded down to
     /// whole pages); past it appends fail with
     /// [`BackendErrorKind::StorageFull`](annals_core::BackendErrorKind::StorageFull)
@@ -206,6 +237,12 @@ impl SqliteOptions {
         }
         if self.max_batch_bytes == 0 {
             return invalid("max_batch_bytes", "must be at least 1");
+        }
+        if self.sync_interval.is_zero() {
+            return invalid("sync_interval", "must be more than 0");
+        }
+        if self.head_poll_interval.is_zero() {
+            return invalid("head_poll_interval", "must be more than 0");
         }
         if self.max_size == Some(0) {
             return invalid("max_size", "must be more than 0 bytes");

@@ -1,30 +1,34 @@
 //! [`SqliteStore`]: the store contract on one SQLite file.
+//!
+//! The store itself only wires its parts together: the writer (appends and
+//! snapshots), the read pool (every query), and the head (what watchers
+//! see).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
-    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Direction,
-    EventStore, HeadWatch, Limits, Payload, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, ReplayEvent, Snapshot, SnapshotError, SnapshotStore, StreamFilter, StreamId,
-    Timestamp,
+    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, EventStore,
+    HeadWatch, Limits, Page, Position, ReadAll, ReadError, ReadStream, RecordedEvent,
+    SnapshotError, SnapshotStore, StreamId,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{backend, OpenError};
 use crate::options::{Access, SqliteOptions};
-use crate::read::{self, prefix_bounds, query_events, query_replay_events, to_sql_int, ReadPool};
+use crate::read::{self, ReadPool};
 use crate::schema;
-use crate::writer::{Command, Work, Writer};
+use crate::watch::Head;
+use crate::writer::Writer;
 
-/// The embedded event store: one SQLite file in WAL mode, one writer thread
-/// that commits queued appends together, and a pool of read connections.
+/// The embedded event store: one SQLite file in WAL mode, a writer that
+/// commits queued appends together, and a pool of read connections.
 ///
-/// Clones share the same store. Dropping the last clone stops the writer
-/// after the commit in progress and closes the file; [`SqliteStore::close`]
-/// does the same explicitly and waits for it.
+/// Clones share the same store. Dropping the last clone finishes the
+/// commit in progress and closes the file; [`SqliteStore::close`] does the
+/// same explicitly.
 ///
 /// ```
 /// use annals_core::testkit::bank::{Account, AccountCommand};
@@ -36,7 +40,7 @@ use crate::writer::{Command, Work, Writer};
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("bank.db");
 /// let store = SqliteStore::open(&path).await?;
-/// let accounts = Repository::<Account, _>::new(store);
+/// let accounts = Repository::<Account, _>::new(store)?;
 /// accounts.execute("42", AccountCommand::Open { owner: "ada".into() }, &CommandContext::new()).await?;
 /// assert_eq!(accounts.load("42").await?.version, 1);
 /// # Ok(()) }
@@ -49,29 +53,23 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     limits: Limits,
-    /// `None` for a read-only store, and once the store is dropped.
-    commands: Option<mpsc::Sender<Command>>,
+    /// `None` for a read-only store.
+    writer: Option<Arc<Writer>>,
     reads: Arc<ReadPool>,
-    head: watch::Receiver<Position>,
-    /// Kept for read-only stores, which have no writer to publish a head.
-    _head_sender: Option<watch::Sender<Position>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    head: Arc<Head>,
     /// The directory of a temporary store, removed after the writer stops.
     temporary: Option<tempfile::TempDir>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the queue lets the writer finish and close the file; wait
-        // for it so that the file can be reopened (or removed) right away.
-        self.commands = None;
+        // Stopping the writer waits for the commit in progress, so that the
+        // file can be reopened (or removed) right away.
         self.reads.close();
-        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(writer) = writer {
-            if writer.join().is_err() {
-                tracing::error!("the SQLite writer thread panicked");
-            }
+        if let Some(writer) = self.writer.take() {
+            writer.close();
         }
+        self.head.close();
         if let Some(dir) = self.temporary.take() {
             if let Err(e) = dir.close() {
                 tracing::warn!(error = %e, "could not remove a temporary store");
@@ -131,41 +129,29 @@ impl SqliteStore {
             let (options, path) = (options.clone(), path.clone());
             crate::blocking::run(move || open_files(&options, &path))
         };
-        let (writer_conn, head) = opening.await.map_err(|source| OpenError::Backend {
+        let (conn, head) = opening.await.map_err(|source| OpenError::Backend {
             path: path.clone(),
             source,
         })??;
-        let (head_sender, head_receiver) = watch::channel(Position(head));
-        let reads = ReadPool::new(options.clone(), path.clone());
-        let limits = options.limits;
-        let (commands, writer, head_sender) = match writer_conn {
-            Some(conn) => {
-                let (sender, receiver) = mpsc::channel(options.queue_capacity);
-                let writer = Writer::new(conn, options, path.clone(), receiver, head_sender);
-                let thread = std::thread::Builder::new()
-                    .name("annals-sqlite-writer".into())
-                    .spawn(move || writer.run())
-                    .map_err(|e| OpenError::Backend {
+        let head = Head::new(head, options.clone(), path.clone());
+        let writer = match conn {
+            Some(conn) => Some(Arc::new(
+                Writer::start(conn, options.clone(), path.clone(), head.clone()).map_err(
+                    |source| OpenError::Backend {
                         path: path.clone(),
-                        source: BackendError::with_source(
-                            BackendErrorKind::Other,
-                            "starting the writer thread",
-                            e,
-                        ),
-                    })?;
-                (Some(sender), Some(thread), None)
-            }
-            None => (None, None, Some(head_sender)),
+                        source,
+                    },
+                )?,
+            )),
+            None => None,
         };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                limits: options.limits,
+                reads: ReadPool::new(options, path.clone()),
                 path,
-                limits,
-                commands,
-                reads,
-                head: head_receiver,
-                _head_sender: head_sender,
-                writer: Mutex::new(writer),
+                writer,
+                head,
                 temporary,
             }),
         })
@@ -177,60 +163,25 @@ impl SqliteStore {
     }
 
     /// Stops the store: the commit in progress finishes and is answered,
-    /// queued and later appends fail with
-    /// [`BackendErrorKind::Closed`], and so do later reads. Waits until the
-    /// writer has stopped. Closing twice is harmless.
+    /// queued and later appends fail with [`BackendErrorKind::Closed`], and
+    /// so do later reads; head watchers get `StoreClosed`. With relaxed
+    /// durability, what was not yet synced is synced. Waits until all of it
+    /// is done. Closing twice is harmless.
     pub async fn close(&self) {
         self.inner.reads.close();
-        if let Some(commands) = &self.inner.commands {
-            let (done, stopped) = oneshot::channel();
-            if commands.send(Command::Close(done)).await.is_ok() {
-                let _ = stopped.await;
+        if let Some(writer) = self.inner.writer.clone() {
+            if let Err(e) = crate::blocking::run(move || writer.close()).await {
+                tracing::warn!(error = %e, "closing the writer failed");
             }
         }
+        self.inner.head.close();
     }
 
-    async fn submit<T>(
-        &self,
-        work: impl FnOnce(oneshot::Sender<T>) -> Work,
-    ) -> Result<T, BackendError> {
-        let Some(commands) = &self.inner.commands else {
-            return Err(BackendError::new(
-                BackendErrorKind::ReadOnly,
-                "the store was opened read-only",
-            ));
-        };
-        let (reply, answer) = oneshot::channel();
-        commands
-            .send(Command::Work(work(reply)))
-            .await
-            .map_err(|_| BackendError::closed())?;
-        answer.await.map_err(|_| BackendError::closed())
+    fn writer(&self) -> Result<&Writer, BackendError> {
+        self.inner.writer.as_deref().ok_or_else(|| {
+            BackendError::new(BackendErrorKind::ReadOnly, "the store was opened read-only")
+        })
     }
-}
-
-/// The query and parameters of a stream read, or `None` when it asks for
-/// nothing (a limit of 0).
-fn stream_query(
-    stream: &StreamId,
-    read: ReadStream,
-    forward: &'static str,
-    backward: &'static str,
-) -> Option<(&'static str, (String, i64, i64), usize)> {
-    let limit = read.max_count();
-    if limit == 0 {
-        return None;
-    }
-    let (sql, from) = match read.direction() {
-        Direction::Backward => (backward, read.start().unwrap_or(u64::MAX)),
-        _ => (forward, read.start().unwrap_or(1)),
-    };
-    let params = (
-        stream.as_str().to_owned(),
-        to_sql_int(from),
-        to_sql_int(limit as u64),
-    );
-    Some((sql, params, limit))
 }
 
 /// Opens the file on a blocking thread: the write connection (none when
@@ -238,7 +189,7 @@ fn stream_query(
 fn open_files(
     options: &SqliteOptions,
     path: &Path,
-) -> Result<(Option<Connection>, u64), OpenError> {
+) -> Result<(Option<Connection>, Position), OpenError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -264,13 +215,15 @@ fn open_files(
         }
         _ => schema::open_writer(options, path)?,
     };
-    let head: i64 =
-        conn.query_row(read::HEAD, [], |r| r.get(0))
-            .map_err(|e| OpenError::Backend {
-                path: path.to_path_buf(),
-                source: backend("reading the head", e),
-            })?;
-    let head = u64::try_from(head).unwrap_or(0);
+    let head = read::head(&conn).map_err(|e| OpenError::Backend {
+        path: path.to_path_buf(),
+        source: match e {
+            ReadError::Backend(e) => e,
+            other => {
+                BackendError::with_source(BackendErrorKind::Corrupt, "reading the head", other)
+            }
+        },
+    })?;
     match options.access {
         Access::ReadOnly => Ok((None, head)),
         _ => Ok((Some(conn), head)),
@@ -281,7 +234,7 @@ fn open_files(
 impl EventStore for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
         request.check(&self.inner.limits)?;
-        self.submit(|reply| Work::Append { request, reply }).await?
+        self.writer()?.append(request).await
     }
 
     async fn read_stream(
@@ -289,15 +242,7 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let Some((sql, params, limit)) =
-            stream_query(stream, read, read::STREAM_FORWARD, read::STREAM_BACKWARD)
-        else {
-            return Ok(Vec::new());
-        };
-        self.inner
-            .reads
-            .run(move |conn| query_events(conn, sql, params, limit))
-            .await
+        self.inner.reads.stream(stream, read).await
     }
 
     async fn read_stream_for_replay(
@@ -305,119 +250,31 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         read: ReadStream,
     ) -> Result<Vec<ReplayEvent>, ReadError> {
-        let Some((sql, params, limit)) =
-            stream_query(stream, read, read::REPLAY_FORWARD, read::REPLAY_BACKWARD)
-        else {
-            return Ok(Vec::new());
-        };
-        self.inner
-            .reads
-            .run(move |conn| query_replay_events(conn, sql, params, limit))
-            .await
+        self.inner.reads.replay(stream, read).await
     }
 
-    async fn read_all(&self, read: ReadAll) -> Result<Vec<RecordedEvent>, ReadError> {
-        let limit = read.max_count();
-        let (lower, upper) = match read.stream_filter() {
-            // No stream's category holds a '-': such a filter matches nothing.
-            StreamFilter::Category(c) if c.contains('-') => return Ok(Vec::new()),
-            StreamFilter::Category(c) => {
-                let (lower, upper) = prefix_bounds(&format!("{c}-"));
-                (Some(lower), upper)
-            }
-            StreamFilter::Prefix(p) => {
-                let (lower, upper) = prefix_bounds(p);
-                (Some(lower), upper)
-            }
-            _ => (None, None),
-        };
-        let types = match read.event_type_filter() {
-            Some([]) => return Ok(Vec::new()),
-            Some(types) => {
-                let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
-                Some(serde_json::Value::from(names).to_string())
-            }
-            None => None,
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let params = (
-            to_sql_int(read.start().0),
-            lower,
-            upper,
-            types,
-            to_sql_int(limit as u64),
-        );
-        self.inner
-            .reads
-            .run(move |conn| query_events(conn, read::ALL, params, limit))
-            .await
+    async fn read_all(&self, read: ReadAll) -> Result<Page, ReadError> {
+        self.inner.reads.log(read).await
     }
 
     async fn head(&self) -> Result<Position, ReadError> {
-        let head: i64 = self
-            .inner
-            .reads
-            .run(|conn| {
-                conn.prepare_cached(read::HEAD)
-                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                    .map_err(|e| ReadError::Backend(backend("reading the head", e)))
-            })
-            .await?;
-        Ok(Position(u64::try_from(head).unwrap_or(0)))
+        self.inner.reads.head().await
     }
 
     fn watch_head(&self) -> HeadWatch {
-        HeadWatch::new(self.inner.head.clone())
+        self.inner.head.watch()
     }
 }
 
 #[async_trait]
 impl SnapshotStore for SqliteStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        self.submit(|reply| Work::SaveSnapshot { snapshot, reply })
-            .await?
+        self.writer()?.save_snapshot(snapshot).await
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
-        let stream = stream.clone();
-        self.inner
-            .reads
-            .run(move |conn| load_snapshot(conn, stream))
-            .await
+        self.inner.reads.snapshot(stream).await
     }
-}
-
-fn load_snapshot(conn: &Connection, stream: StreamId) -> Result<Option<Snapshot>, SnapshotError> {
-    let failed = |e| SnapshotError::Backend(backend("reading a snapshot", e));
-    let mut statement = conn.prepare_cached(read::SNAPSHOT).map_err(failed)?;
-    let mut rows = statement.query([stream.as_str()]).map_err(failed)?;
-    let Some(row) = rows.next().map_err(failed)? else {
-        return Ok(None);
-    };
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
-        stream: stream.clone(),
-        reason: reason.to_owned(),
-    };
-    let version: i64 = row
-        .get(0)
-        .map_err(|_| corrupt("version is not an integer"))?;
-    let state_version: i64 = row
-        .get(1)
-        .map_err(|_| corrupt("state version is not an integer"))?;
-    let state: String = row.get(2).map_err(|_| corrupt("state is not text"))?;
-    let taken_at: i64 = row
-        .get(3)
-        .map_err(|_| corrupt("taken_at is not an integer"))?;
-    Ok(Some(Snapshot {
-        stream_id: stream.clone(),
-        version: u64::try_from(version).map_err(|_| corrupt("version is negative"))?,
-        state_version: u32::try_from(state_version)
-            .map_err(|_| corrupt("state version is out of range"))?,
-        state: Payload::from_stored(state),
-        taken_at: Timestamp::from_unix_micros(taken_at),
-    }))
 }
 
 #[cfg(test)]

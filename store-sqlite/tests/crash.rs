@@ -21,8 +21,6 @@ use annals_core::{
 };
 use annals_sqlite::{Durability, SqliteStore};
 
-mod common;
-
 const CHILD: &str = "ANNALS_CRASH_CHILD";
 const TASKS: usize = 4;
 const STREAMS_PER_TASK: u64 = 5;
@@ -166,11 +164,11 @@ fn verify(
         .build()?;
     let events = runtime.block_on(async {
         let store = SqliteStore::open(path).await?;
-        let events = common::read_log(&store).await?;
+        let events = annals_core::testkit::read_log(&store).await?;
         store.close().await;
         Ok::<_, Box<dyn std::error::Error>>(events)
     })?;
-    common::assert_no_gaps(&events, &format!("seed {seed}"));
+    annals_core::testkit::assert_no_gaps(&events, &format!("seed {seed}"));
     // Each stored batch is whole, with the payloads its child wrote.
     let mut batches: BTreeMap<String, Vec<&RecordedEvent>> = BTreeMap::new();
     for e in &events {

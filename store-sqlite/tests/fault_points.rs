@@ -8,7 +8,7 @@ use std::error::Error;
 
 use annals_core::{
     AppendError, AppendRequest, BackendErrorKind, EventId, EventStore, ExpectedVersion, NewEvent,
-    Payload, Position, ReadAll, StreamId,
+    Payload, StreamId,
 };
 use annals_sqlite::{FaultPlan, SqliteStore};
 
@@ -77,14 +77,11 @@ async fn fault_at_any_writer_step_stores_all_or_nothing_and_the_writer_recovers(
         for task in tasks {
             answered.push(task.await?);
         }
-        let mut stored: HashSet<EventId> = HashSet::new();
-        let mut after = Position::START;
-        loop {
-            let page = store.read_all(ReadAll::after(after)).await?;
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            stored.extend(page.iter().map(|e| e.event_id));
-        }
+        let stored: HashSet<EventId> = annals_core::testkit::read_log(&store)
+            .await?
+            .iter()
+            .map(|e| e.event_id)
+            .collect();
         for (ids, result) in &answered {
             let present = ids.iter().filter(|id| stored.contains(id)).count();
             match result {

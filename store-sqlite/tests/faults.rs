@@ -94,6 +94,86 @@ async fn open_fails_with_not_annals_database_on_another_apps_sqlite_file() -> Te
     Ok(())
 }
 
+/// The `-wal` file beside a database file.
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+#[tokio::test]
+async fn refusing_a_crashed_apps_file_leaves_it_and_its_wal_byte_identical() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("live.db");
+    let conn = rusqlite::Connection::open(&live)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO customers (name) VALUES ('x'), ('y');",
+    )?;
+    // What a crash leaves: the file and a WAL that was never checkpointed.
+    let crashed = dir.path().join("crashed.db");
+    std::fs::copy(&live, &crashed)?;
+    std::fs::copy(wal_of(&live), wal_of(&crashed))?;
+    drop(conn);
+    let (db_before, wal_before) = (file_bytes(&crashed), file_bytes(&wal_of(&crashed)));
+    assert!(!wal_before.is_empty(), "the WAL holds the app's changes");
+    let err = SqliteStore::open(&crashed)
+        .await
+        .err()
+        .ok_or("opened a crashed app's file")?;
+    assert!(
+        matches!(err, OpenError::NotAnnalsDatabase { .. }),
+        "{err:?}"
+    );
+    assert_eq!(file_bytes(&crashed), db_before, "the file changed");
+    assert_eq!(
+        file_bytes(&wal_of(&crashed)),
+        wal_before,
+        "the WAL was checkpointed or changed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn open_fails_with_not_annals_database_on_an_empty_file_with_a_user_version() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("claimed.db");
+    rusqlite::Connection::open(&path)?.pragma_update(None, "user_version", 7)?;
+    let before = file_bytes(&path);
+    let err = SqliteStore::open(&path)
+        .await
+        .err()
+        .ok_or("took over another app's file")?;
+    match err {
+        OpenError::NotAnnalsDatabase { reason, .. } => {
+            assert!(reason.contains("user_version"), "{reason}")
+        }
+        other => panic!("expected NotAnnalsDatabase, got {other:?}"),
+    }
+    assert_eq!(file_bytes(&path), before, "the file changed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn open_fails_with_not_annals_database_on_a_file_holding_only_a_view() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("view.db");
+    rusqlite::Connection::open(&path)?.execute_batch("CREATE VIEW answer AS SELECT 42 AS n;")?;
+    let before = file_bytes(&path);
+    let err = SqliteStore::open(&path)
+        .await
+        .err()
+        .ok_or("took over a file with a view")?;
+    assert!(
+        matches!(err, OpenError::NotAnnalsDatabase { .. }),
+        "{err:?}"
+    );
+    assert_eq!(file_bytes(&path), before, "the file changed");
+    Ok(())
+}
+
 #[tokio::test]
 async fn open_fails_with_schema_too_new_and_leaves_the_file() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -116,9 +196,9 @@ async fn open_fails_with_schema_too_new_and_leaves_the_file() -> TestResult {
             err,
             OpenError::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported,
                 ..
-            }
+            } if supported as usize == annals_sqlite::__schema_migrations().len()
         ),
         "{err:?}"
     );
@@ -213,7 +293,11 @@ async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
         [],
         |r| r.get(0),
     )?;
-    assert_eq!(version, "2");
+    assert_eq!(
+        version,
+        annals_sqlite::__schema_migrations().len().to_string(),
+        "migrated to the newest schema"
+    );
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use annals_core::{
-    AppendError, EventId, EventStore, EventStoreExt, ExpectedVersion, NewEvent, Payload, Position,
-    ReadAll, RecordedEvent, StreamId,
+    AppendError, EventId, EventStoreExt, ExpectedVersion, NewEvent, Payload, Position,
+    RecordedEvent, StreamId,
 };
 use annals_sqlite::SqliteStore;
 
@@ -111,15 +111,7 @@ async fn two_processes_appending_at_once_lose_nothing_and_leave_no_gaps(
         "some appends were not acknowledged"
     );
 
-    let mut events: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let after = events.last().map_or(Position::START, |e| e.position);
-        let page = store.read_all(ReadAll::after(after)).await?;
-        if page.is_empty() {
-            break;
-        }
-        events.extend(page);
-    }
+    let events: Vec<RecordedEvent> = annals_core::testkit::read_log(&store).await?;
     assert_eq!(
         events.len(),
         acked.len(),

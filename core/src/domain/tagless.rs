@@ -27,7 +27,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize, SerializeMap, SerializeStruct, SerializeTuple, Serializer};
 
-use crate::error::DecodeError;
+use crate::domain::DecodeError;
 use crate::payload::{Payload, PayloadError};
 
 /// Encodes an enum value as its variant's content, without the enum tag.

@@ -3,10 +3,17 @@
 //! - [`AggregateTest`]: given past events, when a command, then these events
 //!   or this error — unit tests for aggregates that read like the rule they check.
 //! - [`conformance`]: the store contract as a suite every backend runs.
+//! - [`read_log`], [`check_no_gaps`]: checks any store test needs.
+//! - [`CountingStore`]: a wrapper that counts the reads and appends made
+//!   through it.
 //! - [`bank`]: a small bank account aggregate used by the docs and tests.
 
 pub mod bank;
 pub mod conformance;
+mod counting;
 mod given;
+mod log;
 
+pub use counting::{CountingStore, Counts};
 pub use given::{AggregateTest, Then};
+pub use log::{assert_no_gaps, check_no_gaps, read_log};

@@ -1,10 +1,14 @@
 //! Opening connections, recognising annals files, and migrating older ones.
 //!
-//! A file is inspected before anything is written to it: a file that is not
+//! A file is inspected before anything is written to it, through a
+//! read-only connection: a read-write connection, even one that writes
+//! nothing, checkpoints a WAL file into the main file when it closes, which
+//! would rewrite another application's crashed database. A file that is not
 //! an annals database, or one written by a newer annals, is refused and left
-//! byte for byte as it was. Only then is WAL mode switched on and the schema
-//! created or brought up to date, inside one write transaction, so that two
-//! processes opening a new file at once cannot both create it.
+//! byte for byte as it was (its `-wal` too). Only then is it opened for
+//! writing, WAL mode switched on and the schema created or brought up to
+//! date, inside one write transaction, so that two processes opening a new
+//! file at once cannot both create it.
 
 use std::path::Path;
 
@@ -14,10 +18,14 @@ use crate::error::{backend, OpenError};
 use crate::options::{Durability, SqliteOptions};
 
 /// The newest schema version this code writes and reads.
-pub(crate) const CURRENT: u32 = 2;
+pub(crate) const CURRENT: u32 = 3;
 
 /// Migration `i` takes a file from version `i` to `i + 1`.
-const MIGRATIONS: [&str; CURRENT as usize] = [include_str!("v1.sql"), include_str!("v2.sql")];
+const MIGRATIONS: [&str; CURRENT as usize] = [
+    include_str!("v1.sql"),
+    include_str!("v2.sql"),
+    include_str!("v3.sql"),
+];
 
 /// `PRAGMA application_id` of annals files: "annl".
 const APPLICATION_ID: i32 = 0x616E_6E6C;
@@ -38,14 +46,25 @@ pub(crate) fn open_writer(options: &SqliteOptions, path: &Path) -> Result<Connec
         path: path.to_path_buf(),
         source: backend(doing, e),
     };
+    let found = if path.exists() {
+        let inspector = open_reader(options, path).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => OpenError::NotAnnalsDatabase {
+                path: path.to_path_buf(),
+                reason: "the file is not a SQLite database",
+            },
+            _ => failed("opening the file to inspect it", e),
+        })?;
+        inspect(&inspector, path)?
+    } else {
+        Found::Empty
+    };
+    check_not_newer(found, path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| failed("opening", e))?;
     conn.busy_timeout(options.busy_timeout)
         .map_err(|e| failed("setting the busy timeout", e))?;
-    let found = inspect(&conn, path)?;
-    check_not_newer(found, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| failed("switching to WAL mode", e))?;
     configure_writer(&conn, options).map_err(|e| failed("configuring the connection", e))?;
@@ -104,11 +123,15 @@ pub(crate) fn open_reader(
 /// statement whose `LIMIT` is a bound parameter is compiled again at every
 /// execution (the bundled SQLite's STAT4 lets bound values pick plans), which
 /// costs more than the query itself for short reads.
+///
+/// Log reads build their SQL by the filter's shape, so the statement cache
+/// holds more than the default 16 statements.
 fn keep_plans(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
@@ -150,20 +173,34 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Found, OpenError> {
     let application_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(failed)?;
-    let tables: Vec<String> = conn
-        .prepare(include_str!("tables.sql"))
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    let user_version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(failed)?;
+    // Every object: tables, views, indexes, triggers.
+    let objects: Vec<(String, String)> = conn
+        .prepare(include_str!("objects.sql"))
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(failed)?;
     if application_id != 0 && application_id != APPLICATION_ID {
         return Err(not_annals(
             "it belongs to another application (application_id)",
         ));
     }
-    if tables.is_empty() {
+    if objects.is_empty() {
+        // annals never sets `user_version`: an empty file that has one was
+        // claimed by another application.
+        if user_version != 0 {
+            return Err(not_annals(
+                "it belongs to another application (user_version)",
+            ));
+        }
         return Ok(Found::Empty);
     }
-    if !tables.iter().any(|t| t == "annals_meta") {
-        return Err(not_annals("it holds tables but no annals metadata"));
+    if !objects
+        .iter()
+        .any(|(kind, name)| kind == "table" && name == "annals_meta")
+    {
+        return Err(not_annals("it holds a schema but no annals metadata"));
     }
     let meta = |key: &str| -> Result<Option<String>, OpenError> {
         conn.query_row("SELECT value FROM annals_meta WHERE key = ?1", [key], |r| {

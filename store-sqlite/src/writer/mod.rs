@@ -1,612 +1,550 @@
-//! The writer thread: the only owner of the write connection, and group
-//! commit.
+//! The writer: the only user of the write connection, and group commit.
 //!
-//! Why appends are grouped: with `synchronous = FULL` every commit waits for
-//! the disk to sync, and that wait, not the inserts, is what limits one
-//! append at a time. The writer takes whatever appends are queued (up to a
-//! bound), checks and inserts each one in its own savepoint, and commits
-//! them all in one transaction: one sync for many appends. Each append is
-//! still checked on its own — expected version, event ids — and answered on
-//! its own, so one conflict never fails its neighbours.
+//! This module owns the whole protocol: the handle callers append through,
+//! the queue, who commits, and the thread that takes over under load.
 //!
-//! Positions are assigned here, inside the write transaction, from the
-//! largest stored position; with a single writer per file (SQLite's write
-//! lock) commit order is position order, and a reader never finds an event
-//! committed below a position it has already seen.
+//! # Who commits
+//!
+//! With `synchronous = FULL` every commit waits for the disk to sync, and
+//! that wait, not the inserts, limits one append at a time; so appends are
+//! grouped: whatever is queued commits in one transaction, one sync for
+//! many appends, each append still checked and answered on its own.
+//!
+//! Handing every append to a writer thread and back costs two thread
+//! wake-ups, which for a small append on a quiet store cost more than the
+//! append itself. So an append that finds no commit in progress commits
+//! itself, on its caller's thread (inside `block_in_place`), and answers
+//! itself: no hand-off. Appends that arrive while a commit is in progress
+//! queue up; when it ends they are handed, all at once, to the writer
+//! thread, which commits them in one group and keeps committing whatever
+//! queues meanwhile, until the queue is empty. Under load that is the group
+//! commit it always was.
+//!
+//! It is safe because one leader at a time holds the write connection:
+//! `Leader` says who, and changes only under the state lock, where the
+//! connection is taken and put back. A caller that leads cannot be
+//! cancelled halfway: its commit and its hand-over run in one blocking call
+//! that finishes even if the caller stops waiting. The queue is bounded:
+//! callers wait for room rather than grow memory.
+//!
+//! # Relaxed durability, bounded
+//!
+//! With `Durability::Relaxed` commits do not sync the WAL
+//! (`synchronous = NORMAL`), so a power loss can take back the latest
+//! ones. To bound that, the writer thread makes the WAL durable at most
+//! `sync_interval` after the first commit that was not synced: it commits
+//! a marker row with `synchronous = FULL`, which syncs the WAL file and
+//! with it every commit before it. An append acknowledged at time t is on
+//! disk by t + `sync_interval` + the time one sync takes.
 
+mod append;
 mod fault;
+mod transaction;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use annals_core::store::Snapshot;
 use annals_core::{
-    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Position, Replay,
-    Snapshot, SnapshotError, Timestamp,
+    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, SnapshotError,
+    Timestamp,
 };
-use rusqlite::{Connection, Transaction, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot, watch};
+use rusqlite::Connection;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{backend, is_unique_violation};
-use crate::options::SqliteOptions;
-use crate::read::{self, to_sql_int};
+use crate::error::backend;
+use crate::options::{Durability, SqliteOptions};
 use crate::schema;
+use crate::watch::Head;
 
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultPlan;
-pub(crate) use fault::Step;
+use fault::Faults;
+use transaction::{run_batch, Answer, Outcome, Work};
 
-const INSERT_EVENT: &str = include_str!("insert_event.sql");
-const STREAM_VERSION: &str = include_str!("stream_version.sql");
-const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
-
-/// What the writer is asked to do.
-pub(crate) enum Command {
-    /// Something to commit; it carries its own reply.
-    Work(Work),
-    /// Finish what is being committed, refuse what is queued, and stop.
-    Close(oneshot::Sender<()>),
-}
-
-/// A write, with the reply its caller waits on.
-pub(crate) enum Work {
-    Append {
-        request: AppendRequest,
-        reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
-    },
-    SaveSnapshot {
-        snapshot: Snapshot,
-        reply: oneshot::Sender<Result<(), SnapshotError>>,
-    },
-}
-
-impl Work {
-    fn payload_bytes(&self) -> usize {
-        match self {
-            Work::Append { request, .. } => request.payload_bytes(),
-            Work::SaveSnapshot { snapshot, .. } => snapshot.state.len(),
-        }
-    }
-
-    /// Answers with an error that applies to the whole write.
-    fn fail(self, error: BackendError) {
-        match self {
-            Work::Append { reply, .. } => {
-                let _ = reply.send(Err(AppendError::Backend(error)));
-            }
-            Work::SaveSnapshot { reply, .. } => {
-                let _ = reply.send(Err(SnapshotError::Backend(error)));
-            }
-        }
-    }
-
-    fn answer(self, answer: Answer) {
-        match (self, answer) {
-            (Work::Append { reply, .. }, Answer::Append(result)) => {
-                let _ = reply.send(result);
-            }
-            (Work::SaveSnapshot { reply, .. }, Answer::Snapshot(result)) => {
-                let _ = reply.send(result);
-            }
-            (work, _) => work.fail(BackendError::new(
-                BackendErrorKind::Other,
-                "the writer mixed up its replies",
-            )),
-        }
-    }
-}
-
-/// The result of one command within a transaction.
-enum Answer {
-    Append(Result<AppendOutcome, AppendError>),
-    Snapshot(Result<(), SnapshotError>),
-}
-
-impl Answer {
-    fn is_err(&self) -> bool {
-        match self {
-            Answer::Append(result) => result.is_err(),
-            Answer::Snapshot(result) => result.is_err(),
-        }
-    }
-
-    /// After a failed commit nothing that looked written may be trusted.
-    fn into_unknown(self, error: &rusqlite::Error) -> Answer {
-        let unknown = || {
-            BackendError::new(
-                BackendErrorKind::OutcomeUnknown,
-                format!("the commit failed ({error}); retrying with the same event ids is safe"),
-            )
-        };
-        match self {
-            Answer::Append(Ok(_)) => Answer::Append(Err(AppendError::Backend(unknown()))),
-            Answer::Snapshot(Ok(())) => Answer::Snapshot(Err(SnapshotError::Backend(unknown()))),
-            refused => refused,
-        }
-    }
-}
-
-/// Why one command inside a transaction stopped.
-enum Stop {
-    /// Refused before anything was written (a conflict, an overflowing
-    /// version), but the event ids must be looked up: this may be a retry
-    /// of an append already committed.
-    Refused(AppendError),
-    /// An insert hit the unique index on event ids.
-    DuplicateId,
-    /// SQLite failed.
-    Sqlite(rusqlite::Error),
-}
-
-impl From<rusqlite::Error> for Stop {
-    fn from(e: rusqlite::Error) -> Self {
-        Stop::Sqlite(e)
-    }
-}
-
-/// What one transaction over a batch came to.
-enum Outcome {
-    /// Committed (or nothing needed committing); every command has its answer.
-    Done {
-        answers: Vec<Answer>,
-        head: Option<u64>,
-    },
-    /// SQLite rolled the whole transaction back mid-batch: the commands must
-    /// be run again, one per transaction, to get answers of their own.
-    Lost,
-    /// The transaction could not start; nothing was written.
-    NotStarted(BackendError),
-    /// The commit failed; what the transaction did is unknown.
-    CommitFailed {
-        answers: Vec<Answer>,
-        error: rusqlite::Error,
-    },
-}
-
-/// The writer: owns the write connection and runs on its own thread.
+/// The handle every append and snapshot goes through.
 pub(crate) struct Writer {
-    conn: Option<Connection>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the leaders and the writer thread share.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer thread: work was handed to it, a sync is due, or
+    /// the store is closing.
+    wake: Condvar,
+    /// Room in the queue; closed when the store closes.
+    room: Arc<Semaphore>,
     options: SqliteOptions,
     path: PathBuf,
-    commands: mpsc::Receiver<Command>,
-    head: watch::Sender<Position>,
-    /// A write taken from the queue that did not fit the last batch.
-    carried: Option<Work>,
-    faults: fault::Faults,
+    faults: Faults,
+    head: Arc<Head>,
+}
+
+/// Who holds the write connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    /// No one: the connection is in `State::conn`, the queue is empty.
+    None,
+    /// A caller commits its own append on its own thread.
+    Caller,
+    /// The writer thread commits what is queued.
+    Thread,
+}
+
+struct State {
+    leader: Leader,
+    /// The write connection while no one leads; `None` as well after a
+    /// failed commit closed it (it is reopened on next use).
+    conn: Option<Connection>,
+    pending: VecDeque<Job>,
+    closed: bool,
+    /// When the first commit not yet synced ended (relaxed durability).
+    unsynced_since: Option<Instant>,
+}
+
+/// A write and the caller waiting for its answer.
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Answer>,
+    /// The job's place in the bounded queue, freed when it is answered.
+    _room: Option<OwnedSemaphorePermit>,
 }
 
 impl Writer {
-    pub(crate) fn new(
+    /// Starts the writer on an open write connection.
+    pub(crate) fn start(
         conn: Connection,
         options: SqliteOptions,
         path: PathBuf,
-        commands: mpsc::Receiver<Command>,
-        head: watch::Sender<Position>,
-    ) -> Self {
-        let faults = fault::Faults::from_options(&options);
-        Writer {
-            conn: Some(conn),
+        head: Arc<Head>,
+    ) -> Result<Writer, BackendError> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                leader: Leader::None,
+                conn: Some(conn),
+                pending: VecDeque::new(),
+                closed: false,
+                unsynced_since: None,
+            }),
+            wake: Condvar::new(),
+            room: Arc::new(Semaphore::new(options.queue_capacity)),
+            faults: Faults::from_options(&options),
             options,
             path,
-            commands,
             head,
-            carried: None,
-            faults,
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("annals-sqlite-writer".into())
+                .spawn(move || shared.run_thread())
+                .map_err(|e| {
+                    BackendError::with_source(
+                        BackendErrorKind::Other,
+                        "starting the writer thread",
+                        e,
+                    )
+                })?
+        };
+        Ok(Writer {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Appends, atomically; `request` was checked by the caller.
+    pub(crate) async fn append(
+        &self,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, AppendError> {
+        match self.submit(Work::Append(request)).await? {
+            Answer::Append(result) => result,
+            _ => Err(mixed_up().into()),
         }
     }
 
-    /// Serves commands until the store is closed or dropped.
-    pub(crate) fn run(mut self) {
+    /// Saves a snapshot.
+    pub(crate) async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        match self.submit(Work::SaveSnapshot(snapshot)).await? {
+            Answer::Snapshot(result) => result,
+            _ => Err(mixed_up().into()),
+        }
+    }
+
+    /// Queues `work`, or commits it right here when no one else is
+    /// committing, and returns its answer.
+    async fn submit(&self, work: Work) -> Result<Answer, BackendError> {
+        let room = self
+            .shared
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BackendError::closed())?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            work,
+            reply,
+            _room: Some(room),
+        };
+        let lead = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(BackendError::closed());
+            }
+            if state.leader == Leader::None {
+                state.leader = Leader::Caller;
+                Some((job, state.conn.take()))
+            } else {
+                state.pending.push_back(job);
+                None
+            }
+        };
+        if let Some((job, conn)) = lead {
+            let shared = self.shared.clone();
+            crate::blocking::run(move || shared.lead(job, conn)).await?;
+        }
+        answer.await.map_err(|_| BackendError::closed())
+    }
+
+    /// Finishes the commit in progress, answers every queued write with
+    /// `Closed`, syncs what relaxed durability left unsynced, and stops the
+    /// thread; later writes fail with `Closed`. Waits for all of it.
+    pub(crate) fn close(&self) {
+        {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            self.shared.room.close();
+            for job in state.pending.drain(..) {
+                let answer = job.work.failed(BackendError::closed());
+                let _ = job.reply.send(answer);
+            }
+            self.shared.wake.notify_all();
+        }
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the SQLite writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn mixed_up() -> BackendError {
+    BackendError::new(BackendErrorKind::Other, "the writer mixed up its replies")
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held cannot leave a half-changed
+        // state: every change under it is a single assignment or push.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn relaxed(&self) -> bool {
+        self.options.durability == Durability::Relaxed
+    }
+
+    /// A caller's commit of its own write, then the hand-over.
+    fn lead(&self, job: Job, conn: Option<Connection>) {
+        let (conn, wrote) = self.commit(conn, vec![job]);
+        let mut state = self.lock();
+        state.conn = conn;
+        self.note_commit(&mut state, wrote);
+        if !state.pending.is_empty() && !state.closed {
+            state.leader = Leader::Thread;
+            self.wake.notify_one();
+        } else {
+            state.leader = Leader::None;
+            if state.closed {
+                // The thread waits for the connection to stop.
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The writer thread: commits what callers hand over, and the syncs
+    /// relaxed durability is due, until the store closes.
+    fn run_thread(&self) {
+        let mut state = self.lock();
         loop {
-            let first = match self.carried.take() {
-                Some(work) => Command::Work(work),
-                None => match self.commands.blocking_recv() {
-                    Some(command) => command,
-                    None => return,
-                },
-            };
-            let mut batch = Vec::new();
-            let close = match first {
-                Command::Close(done) => Some(done),
-                Command::Work(work) => {
-                    batch.push(work);
-                    self.fill(&mut batch)
+            if state.closed && state.leader == Leader::None {
+                break;
+            }
+            if state.leader != Leader::Thread {
+                let due = self.sync_due(&state);
+                match due {
+                    Some(wait) if wait.is_zero() && state.leader == Leader::None => {
+                        state.leader = Leader::Thread;
+                        state.pending.push_back(sync_job());
+                    }
+                    Some(wait) if wait.is_zero() => {
+                        // A caller is committing: it hands this over.
+                        if !state.pending.iter().any(|j| matches!(j.work, Work::Sync)) {
+                            state.pending.push_back(sync_job());
+                        }
+                        state = self.wait(state, None);
+                    }
+                    wait => state = self.wait(state, wait),
                 }
-            };
-            if !batch.is_empty() {
-                self.commit(batch);
+                continue;
             }
-            if let Some(done) = close {
-                self.shut_down(done);
-                return;
+            if self.sync_due(&state).is_some_and(|wait| wait.is_zero())
+                && !state.pending.iter().any(|j| matches!(j.work, Work::Sync))
+            {
+                // First in line, so that it joins this very group.
+                state.pending.push_front(sync_job());
             }
+            let batch = self.take_batch(&mut state);
+            if batch.is_empty() {
+                state.leader = Leader::None;
+                continue;
+            }
+            let conn = state.conn.take();
+            drop(state);
+            let (conn, wrote) = self.commit(conn, batch);
+            state = self.lock();
+            state.conn = conn;
+            self.note_commit(&mut state, wrote);
+        }
+        // Closing: make relaxed commits durable before the connection goes.
+        if state.unsynced_since.is_some() {
+            let conn = state.conn.take();
+            drop(state);
+            let (conn, _) = self.commit(conn, vec![sync_job()]);
+            state = self.lock();
+            state.conn = conn;
+        }
+        state.conn = None;
+    }
+
+    fn wait<'s>(
+        &self,
+        state: MutexGuard<'s, State>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'s, State> {
+        match timeout {
+            Some(timeout) => {
+                self.wake
+                    .wait_timeout(state, timeout)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 
-    /// Takes queued commands into the batch, up to the bounds. Returns the
-    /// close request if one was met.
-    fn fill(&mut self, batch: &mut Vec<Work>) -> Option<oneshot::Sender<()>> {
-        let mut bytes: usize = batch.iter().map(Work::payload_bytes).sum();
+    /// How long until a sync is due: `None` when none is (full durability,
+    /// or nothing unsynced).
+    fn sync_due(&self, state: &State) -> Option<Duration> {
+        let since = state.unsynced_since?;
+        Some((since + self.options.sync_interval).saturating_duration_since(Instant::now()))
+    }
+
+    /// Records a commit's effect on what relaxed durability left unsynced.
+    fn note_commit(&self, state: &mut State, wrote: Wrote) {
+        if !self.relaxed() {
+            return;
+        }
+        match wrote {
+            Wrote::Synced => state.unsynced_since = None,
+            Wrote::Unsynced if state.unsynced_since.is_none() => {
+                state.unsynced_since = Some(Instant::now());
+                // The thread sets its timer by it.
+                self.wake.notify_one();
+            }
+            _ => {}
+        }
+    }
+
+    /// The next group from the queue: the first job, and those after it up
+    /// to the batch bounds (appends and payload bytes). A job too large to
+    /// join stays first in line for the next group.
+    fn take_batch(&self, state: &mut State) -> Vec<Job> {
+        let mut batch: Vec<Job> = Vec::new();
+        let mut bytes = 0usize;
         while batch.len() < self.options.max_batch_appends {
-            let next = match self.commands.try_recv() {
-                Ok(Command::Work(work)) => work,
-                Ok(Command::Close(done)) => return Some(done),
-                Err(_) => return None,
+            let Some(next) = state.pending.front() else {
+                break;
             };
-            let size = next.payload_bytes();
-            if bytes.saturating_add(size) > self.options.max_batch_bytes {
-                self.carried = Some(next);
-                return None;
+            let size = next.work.payload_bytes();
+            if !batch.is_empty() && bytes.saturating_add(size) > self.options.max_batch_bytes {
+                break;
             }
-            bytes += size;
-            batch.push(next);
+            bytes = bytes.saturating_add(size);
+            batch.extend(state.pending.pop_front());
         }
-        None
+        batch
     }
 
-    fn shut_down(&mut self, done: oneshot::Sender<()>) {
-        self.commands.close();
-        if let Some(work) = self.carried.take() {
-            work.fail(BackendError::closed());
-        }
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Work(work) => work.fail(BackendError::closed()),
-                Command::Close(done) => {
-                    let _ = done.send(());
-                }
+    /// Commits a batch on the connection (reopened if a failed commit
+    /// closed it), publishes the new head, answers every job, and returns
+    /// the connection (`None` if it must be reopened) and what was written.
+    fn commit(&self, conn: Option<Connection>, batch: Vec<Job>) -> (Option<Connection>, Wrote) {
+        let conn = match conn.map_or_else(|| self.reopen(), Ok) {
+            Ok(conn) => conn,
+            Err(error) => {
+                answer_all(batch, &error);
+                return (None, Wrote::Nothing);
+            }
+        };
+        let sync = self.relaxed() && batch.iter().any(|j| matches!(j.work, Work::Sync));
+        // A write that panics must not leave the connection in limbo, nor
+        // its callers waiting: the connection is dropped and reopened.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.commit_on(&conn, batch, sync)
+        }));
+        match committed {
+            Ok(Ok(wrote)) => (Some(conn), wrote),
+            Ok(Err(())) => (None, Wrote::Unsynced),
+            Err(_) => {
+                tracing::error!("a write panicked; reopening the write connection");
+                (None, Wrote::Unsynced)
             }
         }
-        self.conn = None;
-        let _ = done.send(());
     }
 
-    /// Commits a batch and answers every write in it.
-    fn commit(&mut self, batch: Vec<Work>) {
-        match self.transact(&batch) {
+    /// Commits and answers; `Err(())` when the connection must be dropped.
+    fn commit_on(&self, conn: &Connection, batch: Vec<Job>, sync: bool) -> Result<Wrote, ()> {
+        if sync {
+            if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+                answer_all(batch, &backend("syncing", e));
+                return Ok(Wrote::Nothing);
+            }
+        }
+        let works: Vec<&Work> = batch.iter().map(|j| &j.work).collect();
+        let outcome = run_batch(conn, &works, &self.faults, Timestamp::now());
+        let (mut keep, mut wrote) = match outcome {
             Outcome::Lost => {
                 tracing::debug!(
                     size = batch.len(),
                     "transaction lost; committing one by one"
                 );
                 // A batch of one never comes back `Lost`, so this ends.
-                for work in batch {
-                    self.commit(vec![work]);
+                let mut keep = true;
+                let mut wrote = false;
+                for job in batch {
+                    let outcome = run_batch(conn, &[&job.work], &self.faults, Timestamp::now());
+                    wrote |= matches!(outcome, Outcome::Done { wrote: true, .. });
+                    keep &= self.finish(vec![job], outcome);
+                    if !keep {
+                        break;
+                    }
                 }
+                (keep, wrote)
             }
-            Outcome::Done { answers, head } => self.finish(batch, answers, head),
-            Outcome::NotStarted(error) => {
-                for work in batch {
-                    work.fail(clone_error(&error));
+            outcome => {
+                let wrote = matches!(outcome, Outcome::Done { wrote: true, .. });
+                (self.finish(batch, outcome), wrote)
+            }
+        };
+        if sync {
+            if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+                tracing::warn!(error = %e, "could not return to relaxed durability; reopening");
+                keep = false;
+            }
+        }
+        if !keep {
+            // What a failed commit wrote is unknown: count it as unsynced.
+            wrote = self.relaxed();
+        }
+        let full = !self.relaxed() || sync;
+        let wrote = match wrote {
+            true if full && keep => Wrote::Synced,
+            true => Wrote::Unsynced,
+            false => Wrote::Nothing,
+        };
+        if keep {
+            Ok(wrote)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Answers a batch by its outcome; `false` when the connection must be
+    /// dropped (a failed commit). `outcome` is never `Lost`.
+    fn finish(&self, batch: Vec<Job>, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Done { answers, head, .. } => {
+                // Published before answering: a caller that waits for its
+                // own append on the head watch finds it already there.
+                if let Some(head) = head {
+                    self.head.publish(head);
                 }
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+                true
+            }
+            Outcome::NotStarted(error) => {
+                answer_all(batch, &error);
+                true
+            }
+            Outcome::Lost => {
+                answer_all(batch, &mixed_up());
+                true
             }
             Outcome::CommitFailed { answers, error } => {
                 tracing::warn!(error = %error, "commit failed; closing the write connection");
                 // After a failed commit the connection's view of the file
                 // cannot be trusted (fsyncgate): reopen before the next batch.
-                self.conn = None;
-                let answers = answers
-                    .into_iter()
-                    .map(|a| a.into_unknown(&error))
-                    .collect();
-                self.finish(batch, answers, None);
-            }
-        }
-    }
-
-    /// Runs one transaction over the batch on the write connection.
-    fn transact(&mut self, batch: &[Work]) -> Outcome {
-        let faults = self.faults.clone();
-        match self.connection() {
-            Ok(conn) => run_transaction(conn, batch, Timestamp::now(), &faults),
-            Err(error) => Outcome::NotStarted(error),
-        }
-    }
-
-    /// Publishes the new head, then answers: a caller that waits for its
-    /// own append on the head watch finds it already there.
-    fn finish(&mut self, batch: Vec<Work>, answers: Vec<Answer>, head: Option<u64>) {
-        if let Some(head) = head {
-            self.head.send_if_modified(|current| {
-                let moved = current.0 < head;
-                if moved {
-                    *current = Position(head);
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer.into_unknown(&error));
                 }
-                moved
-            });
-        }
-        for (work, answer) in batch.into_iter().zip(answers) {
-            work.answer(answer);
-        }
-    }
-
-    /// The write connection, reopened if a failed commit closed it.
-    fn connection(&mut self) -> Result<&mut Connection, BackendError> {
-        if self.conn.is_none() {
-            let conn = schema::reopen_writer(&self.options, &self.path)
-                .map_err(|e| backend("reopening the write connection", e))?;
-            self.conn = Some(conn);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| BackendError::new(BackendErrorKind::Other, "no write connection"))
-    }
-}
-
-fn clone_error(error: &BackendError) -> BackendError {
-    BackendError::new(error.kind, error.to_string())
-}
-
-/// Runs every write of a batch in one transaction, each in a savepoint.
-fn run_transaction(
-    conn: &mut Connection,
-    batch: &[Work],
-    recorded_at: Timestamp,
-    faults: &fault::Faults,
-) -> Outcome {
-    if let [Work::Append { request, .. }] = batch {
-        return append_alone(conn, request, recorded_at, faults);
-    }
-    let begun = faults
-        .check(Step::Begin)
-        .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate));
-    let mut tx = match begun {
-        Ok(tx) => tx,
-        Err(e) => return Outcome::NotStarted(backend("starting a write transaction", e)),
-    };
-    let mut next = match last_position(&tx) {
-        Ok(last) => last + 1,
-        Err(e) => return Outcome::NotStarted(backend("reading the head", e)),
-    };
-    let first = next;
-    let mut answers = Vec::with_capacity(batch.len());
-    for work in batch {
-        let answer = match work {
-            Work::Append { request, .. } => Answer::Append(append_in_savepoint(
-                &mut tx,
-                request,
-                &mut next,
-                recorded_at,
-                faults,
-            )),
-            Work::SaveSnapshot { snapshot, .. } => {
-                Answer::Snapshot(save_snapshot(&mut tx, snapshot, faults))
-            }
-        };
-        if answer.is_err() && tx.is_autocommit() {
-            // SQLite gave up the whole transaction (an I/O error can do
-            // that): the work of earlier writes in the batch is gone too.
-            if batch.len() > 1 {
-                return Outcome::Lost;
-            }
-            return Outcome::Done {
-                answers: vec![answer],
-                head: None,
-            };
-        }
-        answers.push(answer);
-    }
-    let committed = faults.check(Step::Commit).and_then(|()| tx.commit());
-    match committed {
-        Ok(()) => Outcome::Done {
-            answers,
-            head: (next > first).then(|| next - 1),
-        },
-        Err(error) => Outcome::CommitFailed { answers, error },
-    }
-}
-
-/// One append with the transaction to itself: no savepoint is needed, the
-/// transaction is the unit that commits or rolls back. This is the path of
-/// appends made one at a time.
-fn append_alone(
-    conn: &mut Connection,
-    request: &AppendRequest,
-    recorded_at: Timestamp,
-    faults: &fault::Faults,
-) -> Outcome {
-    let not_started = |e| Outcome::NotStarted(backend("starting a write transaction", e));
-    if let Err(e) = faults.check(Step::Begin) {
-        return not_started(e);
-    }
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => return not_started(e),
-    };
-    let mut next = match last_position(&tx) {
-        Ok(last) => last + 1,
-        Err(e) => return Outcome::NotStarted(backend("reading the head", e)),
-    };
-    match insert(&tx, request, &mut next, recorded_at, faults) {
-        Ok(outcome) => {
-            let answers = vec![Answer::Append(Ok(outcome))];
-            match faults.check(Step::Commit).and_then(|()| tx.commit()) {
-                Ok(()) => Outcome::Done {
-                    answers,
-                    head: Some(next - 1),
-                },
-                Err(error) => Outcome::CommitFailed { answers, error },
-            }
-        }
-        Err(stop) => {
-            // Undo the inserts (dropping the guard rolls back) before
-            // looking at what is stored, or the lookup would find them.
-            drop(tx);
-            Outcome::Done {
-                answers: vec![Answer::Append(resolve(conn, request, stop))],
-                head: None,
+                false
             }
         }
     }
-}
 
-fn last_position(tx: &Transaction<'_>) -> Result<u64, rusqlite::Error> {
-    let last: i64 = tx.prepare_cached(read::HEAD)?.query_row([], |r| r.get(0))?;
-    // Positions are stored from u64 values checked to fit in i64.
-    Ok(u64::try_from(last).unwrap_or(0))
-}
-
-/// One append in its own savepoint: written completely, or not at all.
-fn append_in_savepoint(
-    tx: &mut Transaction<'_>,
-    request: &AppendRequest,
-    next: &mut u64,
-    recorded_at: Timestamp,
-    faults: &fault::Faults,
-) -> Result<AppendOutcome, AppendError> {
-    let failed = |e| AppendError::Backend(backend("appending", e));
-    faults.check(Step::Savepoint).map_err(failed)?;
-    let savepoint = tx.savepoint().map_err(failed)?;
-    let start = *next;
-    match insert(&savepoint, request, next, recorded_at, faults) {
-        Ok(outcome) => {
-            savepoint.commit().map_err(|e| {
-                *next = start;
-                failed(e)
-            })?;
-            Ok(outcome)
-        }
-        Err(stop) => {
-            *next = start;
-            // Undo this append's inserts before looking at what is stored,
-            // or the lookup would find them. Dropping the guard rolls back.
-            drop(savepoint);
-            resolve(tx, request, stop)
-        }
+    fn reopen(&self) -> Result<Connection, BackendError> {
+        schema::reopen_writer(&self.options, &self.path)
+            .map_err(|e| backend("reopening the write connection", e))
     }
 }
 
-/// The answer to an append that stopped before it was written: a refusal
-/// or a duplicate id may be the retry of an append already committed, which
-/// gets the original result.
-fn resolve(
-    conn: &Connection,
-    request: &AppendRequest,
-    stop: Stop,
-) -> Result<AppendOutcome, AppendError> {
-    match stop {
-        Stop::Sqlite(e) => Err(AppendError::Backend(backend("appending", e))),
-        Stop::Refused(refusal) => match replay(conn, request)? {
-            Replay::Committed(original) => Ok(original),
-            Replay::New => Err(refusal),
-        },
-        Stop::DuplicateId => match replay(conn, request)? {
-            Replay::Committed(original) => Ok(original),
-            Replay::New => Err(AppendError::Backend(BackendError::new(
-                BackendErrorKind::Other,
-                "a uniqueness constraint failed on an append with new event ids",
-            ))),
-        },
+/// What a commit left to make durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    /// Nothing was written.
+    Nothing,
+    /// Written and synced: every commit so far is durable.
+    Synced,
+    /// Written without a sync (relaxed durability).
+    Unsynced,
+}
+
+/// A job for the sync relaxed durability owes; no one waits for its answer.
+fn sync_job() -> Job {
+    let (reply, _) = oneshot::channel();
+    Job {
+        work: Work::Sync,
+        reply,
+        _room: None,
     }
 }
 
-/// Checks the expected versions and inserts the events.
-fn insert(
-    conn: &Connection,
-    request: &AppendRequest,
-    next: &mut u64,
-    recorded_at: Timestamp,
-    faults: &fault::Faults,
-) -> Result<AppendOutcome, Stop> {
-    let mut first_versions = Vec::with_capacity(request.streams().len());
-    {
-        let mut version_of = conn.prepare_cached(STREAM_VERSION)?;
-        for s in request.streams() {
-            let current: Option<i64> = version_of.query_row([s.stream.as_str()], |r| r.get(0))?;
-            let current = current.and_then(|v| u64::try_from(v).ok());
-            s.expected
-                .check(&s.stream, current)
-                .map_err(Stop::Refused)?;
-            let base = current.unwrap_or(0);
-            let fits = u64::try_from(s.events.len())
-                .ok()
-                .and_then(|n| base.checked_add(n))
-                .is_some_and(|last| i64::try_from(last).is_ok());
-            if !fits {
-                return Err(Stop::Refused(AppendError::VersionOverflow {
-                    stream: s.stream.clone(),
-                }));
-            }
-            first_versions.push(base + 1);
-        }
+/// Answers every job of a batch with the same failure.
+fn answer_all(batch: Vec<Job>, error: &BackendError) {
+    for job in batch {
+        let answer = job.work.failed(error.clone());
+        let _ = job.reply.send(answer);
     }
-    let mut insert = conn.prepare_cached(INSERT_EVENT)?;
-    let mut recorded = Vec::with_capacity(request.event_count());
-    for (s, first_version) in request.streams().iter().zip(first_versions) {
-        for (event, version) in s.events.iter().zip(first_version..) {
-            faults.check(Step::Insert)?;
-            let position = *next;
-            let metadata = (!event.metadata().is_empty()).then(|| event.metadata().to_json());
-            let inserted = insert.execute(rusqlite::params![
-                to_sql_int(position),
-                s.stream.as_str(),
-                to_sql_int(version),
-                &event.event_id().as_uuid().as_bytes()[..],
-                event.event_type().as_str(),
-                event.schema_version(),
-                event.payload().as_str(),
-                metadata,
-                recorded_at.as_unix_micros(),
-            ]);
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => return Err(Stop::DuplicateId),
-                Err(e) => return Err(Stop::Sqlite(e)),
-            }
-            *next += 1;
-            recorded.push(event.clone().into_recorded(
-                s.stream.clone(),
-                version,
-                Position(position),
-                recorded_at,
-            ));
-        }
-    }
-    Ok(AppendOutcome::new(recorded))
-}
-
-/// Looks up the request's event ids: a retry of an append already
-/// committed gets the original result.
-fn replay(conn: &Connection, request: &AppendRequest) -> Result<Replay, AppendError> {
-    let failed = |e| AppendError::Backend(backend("looking up event ids", e));
-    let mut lookup = conn.prepare_cached(read::BY_EVENT_ID).map_err(failed)?;
-    let mut stored = Vec::with_capacity(request.event_count());
-    for event in request.events() {
-        let mut rows = lookup
-            .query([&event.event_id().as_uuid().as_bytes()[..]])
-            .map_err(failed)?;
-        let found = match rows.next().map_err(failed)? {
-            Some(row) => Some(
-                read::event_from_row(row, &mut read::Names::default()).map_err(|e| {
-                    AppendError::Backend(BackendError::with_source(
-                        BackendErrorKind::Corrupt,
-                        "a stored event with a retried id is unreadable",
-                        e,
-                    ))
-                })?,
-            ),
-            None => None,
-        };
-        stored.push(found);
-    }
-    request.replay_of(stored)
-}
-
-fn save_snapshot(
-    tx: &mut Transaction<'_>,
-    snapshot: &Snapshot,
-    faults: &fault::Faults,
-) -> Result<(), SnapshotError> {
-    let failed = |e| SnapshotError::Backend(backend("saving a snapshot", e));
-    faults.check(Step::Insert).map_err(failed)?;
-    tx.prepare_cached(SAVE_SNAPSHOT)
-        .and_then(|mut s| {
-            s.execute(rusqlite::params![
-                snapshot.stream_id.as_str(),
-                to_sql_int(snapshot.version),
-                snapshot.state_version,
-                snapshot.state.as_str(),
-                snapshot.taken_at.as_unix_micros(),
-            ])
-        })
-        .map_err(failed)?;
-    Ok(())
 }

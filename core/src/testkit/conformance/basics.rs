@@ -61,6 +61,7 @@ pub(crate) async fn positions_increase_in_commit_order(
         .read_all(ReadAll::after(Position::START))
         .await
         .step("read all")?
+        .events
         .iter()
         .map(|e| e.position)
         .collect();

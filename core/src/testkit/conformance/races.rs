@@ -4,10 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Barrier;
-
 use super::basics::check_conflict;
-use super::{ensure, event, stream, versions_are_contiguous, CaseResult, Options, Step};
+use super::{ensure, event, race, stream, versions_are_contiguous, CaseResult, Options, Step};
+use crate::testkit::read_log;
 use crate::{
     ActualVersion, AppendError, AppendRequest, EventStore, EventStoreExt, ExpectedVersion,
     NewEvent, Payload, Position, ReadAll,
@@ -62,8 +61,13 @@ pub(crate) async fn followers_never_skip_committed_events(
                     .read_all(ReadAll::after(last).limit(7))
                     .await
                     .step("follower read")?;
+                let read_through = page.read_through;
                 if page.is_empty() {
-                    match tokio::time::timeout(PATIENCE, head.wait_past(last)).await {
+                    ensure!(
+                        read_through >= last,
+                        "an empty page read through {read_through}, before its start {last}"
+                    );
+                    match tokio::time::timeout(PATIENCE, head.wait_past(read_through)).await {
                         Ok(Ok(_)) => continue,
                         Ok(Err(e)) => return Err(format!("head watch: {e}")),
                         Err(_) => {
@@ -83,6 +87,11 @@ pub(crate) async fn followers_never_skip_committed_events(
                     last = e.position;
                     seen.push(e);
                 }
+                ensure!(
+                    read_through >= last,
+                    "a page read through {read_through}, before its last event {last}"
+                );
+                last = read_through;
             }
             Ok(seen)
         }));
@@ -116,20 +125,12 @@ pub(crate) async fn followers_never_skip_committed_events(
     for w in writers {
         w.await.step("writer task")??;
     }
-    let all: Vec<Position> = {
-        let mut all = Vec::new();
-        let mut after = Position::START;
-        loop {
-            let page = store
-                .read_all(ReadAll::after(after))
-                .await
-                .step("read all")?;
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            all.extend(page.iter().map(|e| e.position));
-        }
-        all
-    };
+    let all: Vec<Position> = read_log(&*store)
+        .await
+        .step("read all")?
+        .iter()
+        .map(|e| e.position)
+        .collect();
     ensure!(
         all.len() == total,
         "the log holds {} of {total} events (seed {seed})",
@@ -173,20 +174,18 @@ pub(crate) async fn racing_appends_with_one_version_exactly_one_wins(
         .await
         .step("seed")?;
     for k in 1..=ROUNDS {
-        let barrier = Arc::new(Barrier::new(TASKS));
-        let mut tasks = Vec::new();
-        for t in 0..TASKS {
-            let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
+        let results = race(TASKS, |t| {
+            let (store, s) = (store.clone(), s.clone());
+            async move {
                 store
                     .append_to_stream(&s, ExpectedVersion::Exact(k), vec![event(t)])
                     .await
-            }));
-        }
+            }
+        })
+        .await?;
         let mut wins = 0;
-        for task in tasks {
-            match task.await.step("task")? {
+        for result in results {
+            match result {
                 Ok(_) => wins += 1,
                 conflict => {
                     check_conflict(
@@ -274,19 +273,17 @@ pub(crate) async fn appends_with_any_all_succeed(
 ) -> CaseResult {
     const TASKS: usize = 20;
     let s = stream("flood-1");
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
+    let results = race(TASKS, |t| {
+        let (store, s) = (store.clone(), s.clone());
+        async move {
             store
                 .append_to_stream(&s, ExpectedVersion::Any, vec![event(t)])
                 .await
-        }));
-    }
-    for task in tasks {
-        task.await.step("task")?.step("append with Any")?;
+        }
+    })
+    .await?;
+    for result in results {
+        result.step("append with Any")?;
     }
     let stored = store.read_stream_to_end(&s).await.step("read")?;
     ensure!(
@@ -310,18 +307,14 @@ pub(crate) async fn racing_retries_of_one_append_write_once(
             ExpectedVersion::NoStream,
             (0..3).map(|i| tagged(&[("i", i)])).collect(),
         );
-        let barrier = Arc::new(Barrier::new(2));
-        let mut tasks = Vec::new();
-        for _ in 0..2 {
-            let (store, request, barrier) = (store.clone(), request.clone(), barrier.clone());
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                store.append(request).await
-            }));
-        }
+        let results = race(2, |_| {
+            let (store, request) = (store.clone(), request.clone());
+            async move { store.append(request).await }
+        })
+        .await?;
         let mut outcomes = Vec::new();
-        for task in tasks {
-            outcomes.push(task.await.step("task")?.step("racing retry")?);
+        for result in results {
+            outcomes.push(result.step("racing retry")?);
         }
         ensure!(
             outcomes[0] == outcomes[1],
@@ -430,10 +423,7 @@ pub(crate) async fn racing_multi_stream_appends_are_all_or_nothing(
     for task in tasks {
         task.await.step("task")??;
     }
-    let log = store
-        .read_all(ReadAll::after(Position::START))
-        .await
-        .step("read all")?;
+    let log = read_log(&*store).await.step("read all")?;
     ensure!(
         log.len() == TASKS * APPENDS * 2,
         "the log holds {} events, expected {}",

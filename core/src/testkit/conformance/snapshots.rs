@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{ensure, stream, CaseResult, Options, Step};
-use crate::{Payload, Snapshot, SnapshotStore, Timestamp};
+use crate::store::Snapshot;
+use crate::{Payload, SnapshotStore, Timestamp};
 
 fn snapshot(stream_id: &str, version: u64, state: &str) -> Snapshot {
     Snapshot {

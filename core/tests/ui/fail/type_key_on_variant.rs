@@ -4,7 +4,7 @@ enum AccountEvent {
     Opened,
 }
 
-fn upcasters() -> Vec<annals_core::Upcaster> {
+fn upcasters() -> Vec<annals_core::upcast::Upcaster> {
     Vec::new()
 }
 

@@ -1,6 +1,7 @@
 //! Every documented attribute form compiles, with the serde settings the
 //! derive allows.
-use annals_core::{DomainEvent, Upcaster};
+use annals_core::upcast::Upcaster;
+use annals_core::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 fn no_upcasters() -> Vec<Upcaster> {
@@ -8,7 +9,7 @@ fn no_upcasters() -> Vec<Upcaster> {
 }
 
 mod migrations {
-    pub fn all() -> Vec<annals_core::Upcaster> {
+    pub fn all() -> Vec<annals_core::upcast::Upcaster> {
         Vec::new()
     }
 }

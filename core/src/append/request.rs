@@ -1,83 +1,17 @@
-//! What an append asks for and what it gets back, and the checks every
-//! backend applies the same way: limits, expected versions and idempotency.
+//! What an append asks for, and the checks that need no storage.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::collections::HashSet;
 
-use crate::error::AppendError;
-use crate::event::{EventId, NewEvent, Position, RecordedEvent};
+use crate::append::error::AppendError;
+use crate::append::expected::ExpectedVersion;
+use crate::event::NewEvent;
 use crate::id::StreamId;
 
-/// What the appender believes the stream's version to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExpectedVersion {
-    /// Append whatever the stream's version is.
-    Any,
-    /// The stream must not exist yet. `Exact(0)` means the same.
-    NoStream,
-    /// The stream must exist, at any version.
-    StreamExists,
-    /// The stream must be exactly at this version (versions start at 1).
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// Checks the stream's current version (`None` when it has no events).
-    pub fn check(&self, stream: &StreamId, current: Option<u64>) -> Result<(), AppendError> {
-        let ok = match (self, current) {
-            (ExpectedVersion::Any, _) => true,
-            (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), None) => true,
-            (ExpectedVersion::StreamExists, Some(_)) => true,
-            (ExpectedVersion::Exact(v), Some(c)) => *v == c,
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(AppendError::Conflict {
-                stream: stream.clone(),
-                expected: *self,
-                actual: ActualVersion::from(current),
-            })
-        }
-    }
-}
-
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExpectedVersion::Any => f.write_str("any version"),
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => f.write_str("no stream"),
-            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
-            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
-        }
-    }
-}
-
-/// The version a stream had when an append was checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActualVersion {
-    /// The stream has no events.
-    NoStream,
-    /// The stream's last event has this version.
-    At(u64),
-}
-
-impl From<Option<u64>> for ActualVersion {
-    fn from(version: Option<u64>) -> Self {
-        version.map_or(ActualVersion::NoStream, ActualVersion::At)
-    }
-}
-
-impl fmt::Display for ActualVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ActualVersion::NoStream => f.write_str("no stream"),
-            ActualVersion::At(v) => write!(f, "version {v}"),
-        }
-    }
-}
+/// The largest stream version any store holds: the largest signed 64-bit
+/// integer, so that every backend (SQLite and PostgreSQL integers are
+/// signed) refuses the same appends with
+/// [`AppendError::VersionOverflow`].
+pub const MAX_VERSION: u64 = u64::MAX >> 1;
 
 /// Size limits on appends. Every store checks them the same way.
 ///
@@ -259,112 +193,6 @@ impl AppendRequest {
         }
         Ok(())
     }
-
-    /// Decides whether this request was already committed, given what the
-    /// store holds under its event ids (`stored[i]` for the i-th event in
-    /// commit order, `None` when that id is not stored).
-    ///
-    /// - no id stored: [`Replay::New`], go ahead and append;
-    /// - every id stored, each in this request's stream, at consecutive
-    ///   versions in this order, with the same content: [`Replay::Committed`]
-    ///   with the original result; write nothing;
-    /// - some ids stored: [`AppendError::PartialDuplicate`];
-    /// - every id stored but elsewhere or different: [`AppendError::EventIdReused`].
-    pub fn replay_of(&self, stored: Vec<Option<RecordedEvent>>) -> Result<Replay, AppendError> {
-        let total = stored.len();
-        let already: Vec<EventId> = stored.iter().flatten().map(|e| e.event_id).collect();
-        if already.is_empty() {
-            return Ok(Replay::New);
-        }
-        if already.len() < total {
-            return Err(AppendError::PartialDuplicate {
-                already_stored: already,
-                total,
-            });
-        }
-        let mut stored = stored.into_iter().flatten();
-        let mut recorded = Vec::with_capacity(total);
-        for s in &self.streams {
-            let mut previous: Option<u64> = None;
-            for event in &s.events {
-                // Lengths match: `stored` has one entry per event, all `Some`.
-                let Some(found) = stored.next() else {
-                    return Err(AppendError::EventIdReused {
-                        event_id: event.event_id(),
-                    });
-                };
-                let in_place =
-                    found.stream_id == s.stream && previous.is_none_or(|p| found.version == p + 1);
-                if !in_place || !event.same_content_as(&found) {
-                    return Err(AppendError::EventIdReused {
-                        event_id: event.event_id(),
-                    });
-                }
-                previous = Some(found.version);
-                recorded.push(found);
-            }
-        }
-        Ok(Replay::Committed(AppendOutcome::new(recorded)))
-    }
-}
-
-/// Whether an append is new or a retry of one already committed.
-#[derive(Debug)]
-pub enum Replay {
-    /// None of its ids are stored.
-    New,
-    /// It was committed before; this is the original result.
-    Committed(AppendOutcome),
-}
-
-/// What an append recorded, in commit order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppendOutcome {
-    events: Vec<RecordedEvent>,
-}
-
-impl AppendOutcome {
-    /// Wraps the recorded events of one append, in commit order.
-    pub fn new(events: Vec<RecordedEvent>) -> Self {
-        AppendOutcome { events }
-    }
-
-    /// The recorded events, in commit order.
-    pub fn events(&self) -> &[RecordedEvent] {
-        &self.events
-    }
-
-    /// The recorded events, owned.
-    pub fn into_events(self) -> Vec<RecordedEvent> {
-        self.events
-    }
-
-    /// The position of the first event.
-    pub fn first_position(&self) -> Option<Position> {
-        self.events.first().map(|e| e.position)
-    }
-
-    /// The position of the last event: wait for this to see the append.
-    pub fn last_position(&self) -> Option<Position> {
-        self.events.last().map(|e| e.position)
-    }
-
-    /// The stream's version after the append, if the append wrote to it.
-    pub fn stream_version(&self, stream: &StreamId) -> Option<u64> {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| &e.stream_id == stream)
-            .map(|e| e.version)
-    }
-
-    /// Positions of the events, by event id.
-    pub fn positions(&self) -> HashMap<EventId, Position> {
-        self.events
-            .iter()
-            .map(|e| (e.event_id, e.position))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -379,13 +207,6 @@ mod tests {
 
     fn stream(s: &str) -> StreamId {
         StreamId::new(s).expect("valid")
-    }
-
-    #[test]
-    fn exact_zero_means_no_stream() {
-        let s = stream("a-1");
-        assert!(ExpectedVersion::Exact(0).check(&s, None).is_ok());
-        assert!(ExpectedVersion::Exact(0).check(&s, Some(1)).is_err());
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! A filtered read of the global log, as SQL that the indexes serve.
+//!
+//! Every filter runs in the database; nothing is read to be thrown away in
+//! Rust. A category or an event type is one arm that walks its own index
+//! (`events_by_category`, `events_by_type`, both ordered by position) from
+//! the read's start and stops after `limit` matches; a prefix is a range of
+//! stream ids. The arms are merged in position order and cut to `limit`, so
+//! a page costs about `limit` index entries per arm, however rare the
+//! matches are in the log. Stream ids compare byte for byte (ranges, never
+//! `LIKE`).
+
+use annals_core::LogFilter;
+use rusqlite::types::Value;
+
+use crate::row::{to_sql_int, EVENT_COLUMNS};
+
+/// The SQL expression of a stream's category: the text before the first
+/// `-` (every stream id holds one). `events_by_category` indexes exactly
+/// this expression, so a query must spell it the same way to use it.
+pub(crate) const CATEGORY: &str = "substr(stream_id, 1, instr(stream_id, '-') - 1)";
+
+/// A log query and its parameters.
+pub(crate) struct LogQuery {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Value>,
+}
+
+/// Bound parameters, numbered as they are added.
+struct Params(Vec<Value>);
+
+impl Params {
+    /// Binds `value` and returns its placeholder.
+    fn bind(&mut self, value: Value) -> String {
+        self.0.push(value);
+        format!("?{}", self.0.len())
+    }
+
+    fn text(&mut self, text: &str) -> String {
+        self.bind(Value::Text(text.to_owned()))
+    }
+}
+
+/// The query for events after `after`, matching `filter`, at most `limit`;
+/// `None` when the filter can match nothing.
+pub(crate) fn log_query(after: u64, filter: &LogFilter, limit: usize) -> Option<LogQuery> {
+    let types = filter.event_types();
+    if types.is_some_and(<[_]>::is_empty) {
+        return None;
+    }
+    let mut params = Params(Vec::new());
+    // ?1 is the start in every arm.
+    params.bind(Value::Integer(to_sql_int(after)));
+    let mut arms: Vec<String> = Vec::new();
+    if filter.all_streams() {
+        let Some(types) = types else {
+            let limit = params.bind(Value::Integer(to_sql_int(limit as u64)));
+            return Some(LogQuery {
+                sql: format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                     ORDER BY position LIMIT {limit}"
+                ),
+                params: params.0,
+            });
+        };
+        for t in types {
+            arms.push(format!("event_type = {}", params.text(t.as_str())));
+        }
+    } else {
+        let only_types = match types {
+            Some(types) => {
+                let names: Vec<String> = types.iter().map(|t| params.text(t.as_str())).collect();
+                format!(" AND event_type IN ({})", names.join(", "))
+            }
+            None => String::new(),
+        };
+        // No category holds a '-': such a category matches no stream.
+        for category in filter.categories().iter().filter(|c| !c.contains('-')) {
+            arms.push(format!(
+                "{CATEGORY} = {}{only_types}",
+                params.text(category)
+            ));
+        }
+        for prefix in filter.prefixes() {
+            let (lower, upper) = prefix_bounds(prefix);
+            let lower = params.text(&lower);
+            let range = match upper {
+                Some(upper) => format!(
+                    "stream_id >= {lower} AND stream_id < {}",
+                    params.text(&upper)
+                ),
+                None => format!("stream_id >= {lower}"),
+            };
+            arms.push(format!("{range}{only_types}"));
+        }
+        if arms.is_empty() {
+            return None;
+        }
+    }
+    let limit = params.bind(Value::Integer(to_sql_int(limit as u64)));
+    let arms: Vec<String> = arms
+        .iter()
+        .map(|condition| {
+            format!(
+                "SELECT position FROM (SELECT position FROM events \
+                 WHERE {condition} AND position > ?1 ORDER BY position LIMIT {limit})"
+            )
+        })
+        .collect();
+    // UNION, not UNION ALL: an event that two arms match (a category and a
+    // prefix of the same stream) is read once.
+    Some(LogQuery {
+        sql: format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position IN \
+             (SELECT position FROM ({}) ORDER BY position LIMIT {limit}) \
+             ORDER BY position",
+            arms.join(" UNION ")
+        ),
+        params: params.0,
+    })
+}
+
+/// The bounds of stream ids that start with `prefix`, compared byte for
+/// byte: `[prefix, upper)`, with no upper bound when none exists.
+///
+/// UTF-8 orders bytes as it orders code points, so the first string past
+/// every id that starts with `prefix` is the prefix with its last character
+/// replaced by the next code point.
+pub(crate) fn prefix_bounds(prefix: &str) -> (String, Option<String>) {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return (prefix.to_owned(), Some(chars.into_iter().collect()));
+        }
+    }
+    (prefix.to_owned(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annals_core::{EventType, Position, ReadAll};
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_ids_with_the_prefix() {
+        assert_eq!(prefix_bounds("acc_"), ("acc_".into(), Some("acc`".into())));
+        assert_eq!(
+            prefix_bounds("account-"),
+            ("account-".into(), Some("account.".into()))
+        );
+        assert_eq!(prefix_bounds(""), (String::new(), None));
+        assert_eq!(
+            prefix_bounds("a\u{D7FF}"),
+            ("a\u{D7FF}".into(), Some("a\u{E000}".into()))
+        );
+        assert_eq!(
+            prefix_bounds("a\u{10FFFF}"),
+            ("a\u{10FFFF}".into(), Some("b".into()))
+        );
+        assert_eq!(prefix_bounds("\u{10FFFF}"), ("\u{10FFFF}".into(), None));
+    }
+
+    #[test]
+    fn filters_that_match_nothing_make_no_query() -> Result<(), annals_core::InvalidName> {
+        let start = || ReadAll::after(Position::START);
+        assert!(log_query(0, start().event_types([]).filter(), 10).is_none());
+        assert!(log_query(0, start().category("a-b").filter(), 10).is_none());
+        let typed = start().category("a").event_type(EventType::new("T")?);
+        let query = log_query(0, typed.filter(), 10)
+            .map(|q| q.sql)
+            .unwrap_or_default();
+        assert!(
+            query.contains(CATEGORY) && query.contains("event_type IN"),
+            "{query}"
+        );
+        Ok(())
+    }
+}

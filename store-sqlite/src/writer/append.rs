@@ -1,0 +1,94 @@
+//! The storage half of an append on SQLite: what
+//! [`run_append`](annals_core::store::run_append) asks of a backend.
+
+use annals_core::store::{AppendTarget, PlannedRow};
+use annals_core::{BackendError, BackendErrorKind, EventId, RecordedEvent, StreamId};
+use rusqlite::Connection;
+
+use crate::error::{backend, is_unique_violation};
+use crate::row::{event_from_row, to_sql_int, Names};
+use crate::writer::fault::{Faults, Step};
+
+const INSERT_EVENT: &str = include_str!("insert_event.sql");
+const STREAM_VERSION: &str = include_str!("stream_version.sql");
+const BY_EVENT_ID: &str = include_str!("by_event_id.sql");
+
+/// One append's view of the write connection, inside the batch's
+/// transaction. `undo` rolls back to where the append began: a savepoint
+/// when the append shares the transaction, the transaction itself when it
+/// has it alone.
+pub(crate) struct SqliteTarget<'c> {
+    pub(crate) conn: &'c Connection,
+    pub(crate) faults: &'c Faults,
+    pub(crate) undo: &'static str,
+}
+
+impl AppendTarget for SqliteTarget<'_> {
+    type Error = BackendError;
+
+    fn current_version(&mut self, stream: &StreamId) -> Result<Option<u64>, BackendError> {
+        let current: Option<i64> = self
+            .conn
+            .prepare_cached(STREAM_VERSION)
+            .and_then(|mut s| s.query_row([stream.as_str()], |r| r.get(0)))
+            .map_err(|e| backend("reading a stream's version", e))?;
+        // Versions are stored from u64 values checked to fit in i64.
+        Ok(current.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<bool, BackendError> {
+        self.faults
+            .check(Step::Insert)
+            .map_err(|e| backend("appending", e))?;
+        let event = row.event;
+        let metadata = (!event.metadata().is_empty()).then(|| event.metadata().to_json());
+        let inserted = self
+            .conn
+            .prepare_cached(INSERT_EVENT)
+            .and_then(|mut insert| {
+                insert.execute(rusqlite::params![
+                    to_sql_int(row.position.0),
+                    row.stream.as_str(),
+                    to_sql_int(row.version),
+                    &event.event_id().as_uuid().as_bytes()[..],
+                    event.event_type().as_str(),
+                    event.schema_version(),
+                    event.payload().as_str(),
+                    metadata,
+                    row.recorded_at.as_unix_micros(),
+                ])
+            });
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(backend("appending", e)),
+        }
+    }
+
+    fn undo(&mut self) -> Result<(), BackendError> {
+        self.conn
+            .execute_batch(self.undo)
+            .map_err(|e| backend("undoing an append", e))
+    }
+
+    fn find_event(&mut self, id: EventId) -> Result<Option<RecordedEvent>, BackendError> {
+        let failed = |e| backend("looking up an event id", e);
+        let mut lookup = self.conn.prepare_cached(BY_EVENT_ID).map_err(failed)?;
+        let mut rows = lookup
+            .query([&id.as_uuid().as_bytes()[..]])
+            .map_err(failed)?;
+        match rows.next().map_err(failed)? {
+            None => Ok(None),
+            // Without the stored event a retry cannot be told from a reuse.
+            Some(row) => event_from_row(row, &mut Names::default())
+                .map(Some)
+                .map_err(|e| {
+                    BackendError::with_source(
+                        BackendErrorKind::Corrupt,
+                        "a stored event with a retried id is unreadable",
+                        e,
+                    )
+                }),
+        }
+    }
+}

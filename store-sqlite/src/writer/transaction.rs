@@ -1,0 +1,316 @@
+//! One group commit: every write of a batch in one transaction.
+//!
+//! Each append is checked and inserted in its own savepoint, so that one
+//! refused append (a conflict, a reused id) rolls back alone and never
+//! fails its neighbours; a batch of one append needs no savepoint, the
+//! transaction is its unit. Positions are assigned here, inside the write
+//! transaction, from the largest stored position: with one writer per file
+//! (SQLite's write lock) commit order is position order, and a reader never
+//! finds an event committed below a position it has already seen.
+
+use annals_core::store::{run_append, Appended, Snapshot};
+use annals_core::{
+    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Position,
+    SnapshotError, Timestamp,
+};
+use rusqlite::Connection;
+
+use crate::error::backend;
+use crate::row::to_sql_int;
+use crate::writer::append::SqliteTarget;
+use crate::writer::fault::{Faults, Step};
+
+const LAST_POSITION: &str = include_str!("last_position.sql");
+const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
+const MARK_SYNCED: &str = include_str!("mark_synced.sql");
+
+/// A write the writer commits.
+pub(crate) enum Work {
+    /// An append.
+    Append(AppendRequest),
+    /// A snapshot to keep.
+    SaveSnapshot(Snapshot),
+    /// A commit that syncs the WAL (relaxed durability's bound).
+    Sync,
+}
+
+impl Work {
+    pub(crate) fn payload_bytes(&self) -> usize {
+        match self {
+            Work::Append(request) => request.payload_bytes(),
+            Work::SaveSnapshot(snapshot) => snapshot.state.len(),
+            Work::Sync => 0,
+        }
+    }
+
+    /// The answer when the whole batch failed.
+    pub(crate) fn failed(&self, error: BackendError) -> Answer {
+        match self {
+            Work::Append(_) => Answer::Append(Err(AppendError::Backend(error))),
+            Work::SaveSnapshot(_) => Answer::Snapshot(Err(SnapshotError::Backend(error))),
+            Work::Sync => Answer::Sync(Err(error)),
+        }
+    }
+}
+
+/// The answer to one write.
+pub(crate) enum Answer {
+    Append(Result<AppendOutcome, AppendError>),
+    Snapshot(Result<(), SnapshotError>),
+    Sync(Result<(), BackendError>),
+}
+
+impl Answer {
+    fn is_err(&self) -> bool {
+        match self {
+            Answer::Append(result) => result.is_err(),
+            Answer::Snapshot(result) => result.is_err(),
+            Answer::Sync(result) => result.is_err(),
+        }
+    }
+
+    /// After a failed commit nothing that looked written may be trusted.
+    pub(crate) fn into_unknown(self, error: &BackendError) -> Answer {
+        let unknown = || {
+            BackendError {
+                kind: BackendErrorKind::OutcomeUnknown,
+                ..error.clone()
+            }
+            .with_message("the commit failed; retrying with the same event ids is safe")
+        };
+        match self {
+            Answer::Append(Ok(_)) => Answer::Append(Err(AppendError::Backend(unknown()))),
+            Answer::Snapshot(Ok(())) => Answer::Snapshot(Err(SnapshotError::Backend(unknown()))),
+            Answer::Sync(Ok(())) => Answer::Sync(Err(unknown())),
+            refused => refused,
+        }
+    }
+}
+
+/// What one transaction over a batch came to.
+pub(crate) enum Outcome {
+    /// Committed (or nothing needed committing); every write has its answer.
+    Done {
+        answers: Vec<Answer>,
+        /// The new head, if the batch appended.
+        head: Option<Position>,
+        /// Whether the transaction wrote anything.
+        wrote: bool,
+    },
+    /// SQLite rolled the whole transaction back mid-batch: the writes must
+    /// be run again, one per transaction, to get answers of their own.
+    Lost,
+    /// The transaction could not start; nothing was written.
+    NotStarted(BackendError),
+    /// The commit failed; what the transaction did is unknown.
+    CommitFailed {
+        answers: Vec<Answer>,
+        error: BackendError,
+    },
+}
+
+/// The batch's transaction: rolled back on drop unless committed.
+struct WriteTransaction<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> WriteTransaction<'c> {
+    fn begin(conn: &'c Connection, faults: &Faults) -> Result<Self, BackendError> {
+        faults
+            .check(Step::Begin)
+            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"))
+            .map_err(|e| backend("starting a write transaction", e))?;
+        Ok(WriteTransaction { conn })
+    }
+
+    fn commit(self, faults: &Faults) -> Result<(), BackendError> {
+        faults
+            .check(Step::Commit)
+            .and_then(|()| self.conn.execute_batch("COMMIT"))
+            .map_err(|e| backend("committing", e))
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        // After a commit, or after SQLite gave the transaction up, there is
+        // nothing to roll back.
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rolling back a write transaction failed");
+            }
+        }
+    }
+}
+
+/// Runs every write of a batch in one transaction and answers each.
+pub(crate) fn run_batch(
+    conn: &Connection,
+    batch: &[&Work],
+    faults: &Faults,
+    recorded_at: Timestamp,
+) -> Outcome {
+    let tx = match WriteTransaction::begin(conn, faults) {
+        Ok(tx) => tx,
+        Err(error) => return Outcome::NotStarted(error),
+    };
+    let first = match last_position(conn) {
+        Ok(last) => last + 1,
+        Err(error) => return Outcome::NotStarted(error),
+    };
+    let alone = batch.len() == 1;
+    let mut next = first;
+    let mut answers = Vec::with_capacity(batch.len());
+    for work in batch {
+        let answer = match work {
+            Work::Append(request) => {
+                let appended = if alone {
+                    append_alone(conn, request, next, recorded_at, faults)
+                } else {
+                    append_in_savepoint(conn, request, next, recorded_at, faults)
+                };
+                if let Ok(outcome) = &appended {
+                    next += outcome.events().len() as u64;
+                }
+                Answer::Append(appended)
+            }
+            Work::SaveSnapshot(snapshot) => Answer::Snapshot(save_snapshot(conn, snapshot, faults)),
+            Work::Sync => Answer::Sync(mark_synced(conn, recorded_at)),
+        };
+        if answer.is_err() && alone {
+            // Nothing of a lone write that failed may commit: dropping the
+            // transaction rolls back whatever it began.
+            drop(tx);
+            return Outcome::Done {
+                answers: vec![answer],
+                head: None,
+                wrote: false,
+            };
+        }
+        if answer.is_err() && conn.is_autocommit() {
+            // SQLite gave up the whole transaction (an I/O error can do
+            // that): the work of earlier writes in the batch is gone too.
+            return Outcome::Lost;
+        }
+        answers.push(answer);
+    }
+    let wrote = answers.iter().any(|a| !a.is_err());
+    if conn.is_autocommit() {
+        // A lone append that was refused or found already committed undid
+        // its transaction: there is nothing to commit.
+        return Outcome::Done {
+            answers,
+            head: None,
+            wrote: false,
+        };
+    }
+    match tx.commit(faults) {
+        Ok(()) => Outcome::Done {
+            answers,
+            head: (next > first).then(|| Position(next - 1)),
+            wrote,
+        },
+        Err(error) => Outcome::CommitFailed { answers, error },
+    }
+}
+
+fn last_position(conn: &Connection) -> Result<u64, BackendError> {
+    let last: i64 = conn
+        .prepare_cached(LAST_POSITION)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(|e| backend("reading the head", e))?;
+    // Positions are stored from u64 values checked to fit in i64.
+    Ok(u64::try_from(last).unwrap_or(0))
+}
+
+/// One append with the transaction to itself: no savepoint is needed, the
+/// transaction is the unit that commits or rolls back. This is the path of
+/// appends made one at a time.
+fn append_alone(
+    conn: &Connection,
+    request: &AppendRequest,
+    next: u64,
+    recorded_at: Timestamp,
+    faults: &Faults,
+) -> Result<AppendOutcome, AppendError> {
+    let mut target = SqliteTarget {
+        conn,
+        faults,
+        // Undoing the inserts before looking at what is stored, or the
+        // lookup would find them.
+        undo: "ROLLBACK",
+    };
+    match run_append(&mut target, request, Position(next), recorded_at)? {
+        Appended::Inserted(outcome) => Ok(outcome),
+        refused => {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK")
+                    .map_err(|e| backend("rolling back a refused append", e))?;
+            }
+            refused.into_result()
+        }
+    }
+}
+
+/// One append in its own savepoint: written completely, or not at all.
+fn append_in_savepoint(
+    conn: &Connection,
+    request: &AppendRequest,
+    next: u64,
+    recorded_at: Timestamp,
+    faults: &Faults,
+) -> Result<AppendOutcome, AppendError> {
+    faults
+        .check(Step::Savepoint)
+        .and_then(|()| conn.execute_batch("SAVEPOINT append"))
+        .map_err(|e| backend("appending", e))?;
+    let mut target = SqliteTarget {
+        conn,
+        faults,
+        undo: "ROLLBACK TO append",
+    };
+    let appended = run_append(&mut target, request, Position(next), recorded_at);
+    let (end, result) = match appended {
+        Ok(Appended::Inserted(outcome)) => ("RELEASE append", Ok(outcome)),
+        Ok(refused) => ("ROLLBACK TO append; RELEASE append", refused.into_result()),
+        Err(error) => (
+            "ROLLBACK TO append; RELEASE append",
+            Err(AppendError::Backend(error)),
+        ),
+    };
+    if conn.is_autocommit() {
+        // SQLite gave up the transaction; the batch will notice.
+        return result;
+    }
+    conn.execute_batch(end)
+        .map_err(|e| AppendError::Backend(backend("ending an append's savepoint", e)))?;
+    result
+}
+
+fn save_snapshot(
+    conn: &Connection,
+    snapshot: &Snapshot,
+    faults: &Faults,
+) -> Result<(), SnapshotError> {
+    let failed = |e| SnapshotError::Backend(backend("saving a snapshot", e));
+    faults.check(Step::Insert).map_err(failed)?;
+    conn.prepare_cached(SAVE_SNAPSHOT)
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                snapshot.stream_id.as_str(),
+                to_sql_int(snapshot.version),
+                snapshot.state_version,
+                snapshot.state.as_str(),
+                snapshot.taken_at.as_unix_micros(),
+            ])
+        })
+        .map_err(failed)?;
+    Ok(())
+}
+
+fn mark_synced(conn: &Connection, at: Timestamp) -> Result<(), BackendError> {
+    conn.prepare_cached(MARK_SYNCED)
+        .and_then(|mut s| s.execute([at.as_unix_micros().to_string()]))
+        .map_err(|e| backend("syncing", e))?;
+    Ok(())
+}
