@@ -6,13 +6,15 @@
  * that touches a file inside the folder (not in its subfolders) is appended to
  * the log, and the real call is made. Without them every call passes through.
  *
- * Each record is written after the real call returned, with what the call
- * really did (the bytes written, not the bytes asked for), while a lock is
- * held across both: the log order is the order in which the calls took
- * effect, and a sync in the log means the sync had returned. A process killed
- * between a call and its record loses only that last record, which is an
- * unsynced change (no later sync was made): a replay that misses it builds a
- * state the disk could have been left in anyway.
+ * A lock is held across each call and its records, so the log order is the
+ * order in which the calls took effect. A change (create, write, truncate,
+ * unlink) is recorded before the real call, and followed by OP_FAILED when
+ * the call did less than asked (a short write) or nothing; a sync is
+ * recorded after it returned 0. So a process killed at any moment leaves a
+ * log that either matches the files exactly or holds one last change that
+ * may not have been made: one that no sync covers, which a power cut a moment
+ * later could have kept anyway. A sync that returned but whose record was
+ * lost to the kill only makes the replay more pessimistic than the disk.
  *
  * A record is one write(2) to a file opened with O_APPEND: a fixed header
  * (little-endian), then the file's name relative to the folder, then the
@@ -56,6 +58,8 @@ enum {
     OP_UNLINK = 8,
     OP_MAP = 9,         /* arg: prot | flags << 32; a shared writable mapping */
     OP_UNMODELLED = 10, /* a call that changes the file in a way not replayed */
+    OP_FAILED = 11,     /* the change just recorded did only `arg` bytes (a
+                           write) or nothing (anything else) */
 };
 
 /* Which libc function was called: keep in step with `Call` in src/log.rs. */
@@ -291,8 +295,18 @@ static void forget(int fd) {
     pthread_mutex_lock(&lock);                                                 \
     struct stat before_;                                                       \
     int existed_ = fstatat(dirfd, path, &before_, 0) == 0;                     \
+    int intent_ = 0;                                                           \
+    if (!existed_ && ((flags) & O_CREAT)) {                                    \
+        record(OP_CREATE, call, name, 0, NULL, 0);                             \
+        intent_ = 1;                                                           \
+    } else if (existed_ && S_ISREG(before_.st_mode) && ((flags) & O_TRUNC)) {  \
+        record(OP_TRUNCATE, call, name, 0, NULL, 0);                           \
+        intent_ = 1;                                                           \
+    }                                                                          \
     int fd_ = do_open;                                                         \
     int saved_ = errno;                                                        \
+    if (fd_ < 0 && intent_)                                                    \
+        record(OP_FAILED, call, name, 0, NULL, 0);                             \
     if (fd_ >= 0) {                                                            \
         forget(fd_);                                                           \
         struct stat st_;                                                       \
@@ -305,10 +319,6 @@ static void forget(int fd) {
             record(OP_UNMODELLED, call, name, (uint64_t)fd_, NULL, 0);         \
         }                                                                      \
         record(OP_OPEN, call, name, (uint64_t)(unsigned)(flags), NULL, 0);     \
-        if (!existed_)                                                         \
-            record(OP_CREATE, call, name, 0, NULL, 0);                         \
-        if (!is_dir_ && ((flags) & O_TRUNC))                                   \
-            record(OP_TRUNCATE, call, name, 0, NULL, 0);                       \
     }                                                                          \
     pthread_mutex_unlock(&lock);                                               \
     errno = saved_;                                                            \
@@ -362,26 +372,32 @@ int creat64(const char *path, mode_t mode) {
     OPEN_BODY(CALL_CREAT64, AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, real_creat64(path, mode))
 }
 
-/* A write at a known offset: the real call, then its record. */
-#define PWRITE_BODY(call, fd, buf, off, do_write)                              \
+/* After a change was recorded and made: says how much of it was made. */
+static void settle(int call, const char *name, size_t asked, ssize_t done) {
+    if (done < 0 || (size_t)done != asked)
+        record(OP_FAILED, call, name, done > 0 ? (uint64_t)done : 0, NULL, 0);
+}
+
+/* A write at a known offset: its record, then the real call. */
+#define PWRITE_BODY(call, fd, buf, count, off, do_write)                       \
     ensure_init();                                                             \
     if (!enabled || !tracked(fd)) return do_write;                             \
     pthread_mutex_lock(&lock);                                                 \
+    struct tracked *t_ = tracked(fd);                                          \
+    if (t_) record(OP_WRITE, call, t_->name, (uint64_t)(off), buf, count);     \
     ssize_t n_ = do_write;                                                     \
     int saved_ = errno;                                                        \
-    struct tracked *t_ = tracked(fd);                                          \
-    if (n_ > 0 && t_)                                                          \
-        record(OP_WRITE, call, t_->name, (uint64_t)(off), buf, (size_t)n_);    \
+    if (t_) settle(call, t_->name, count, n_);                                 \
     pthread_mutex_unlock(&lock);                                               \
     errno = saved_;                                                            \
     return n_;
 
 ssize_t pwrite(int fd, const void *buf, size_t count, off_t off) {
-    PWRITE_BODY(CALL_PWRITE, fd, buf, off, real_pwrite(fd, buf, count, off))
+    PWRITE_BODY(CALL_PWRITE, fd, buf, count, off, real_pwrite(fd, buf, count, off))
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t off) {
-    PWRITE_BODY(CALL_PWRITE64, fd, buf, off, real_pwrite64(fd, buf, count, off))
+    PWRITE_BODY(CALL_PWRITE64, fd, buf, count, off, real_pwrite64(fd, buf, count, off))
 }
 
 ssize_t write(int fd, const void *buf, size_t count) {
@@ -396,14 +412,14 @@ ssize_t write(int fd, const void *buf, size_t count) {
     } else if (t) {
         off = lseek(fd, 0, SEEK_CUR);
     }
+    if (t && off >= 0)
+        record(OP_WRITE, CALL_WRITE, t->name, (uint64_t)off, buf, count);
+    else if (t)
+        record(OP_UNMODELLED, CALL_WRITE, t->name, 0, NULL, 0);
     ssize_t n = real_write(fd, buf, count);
     int saved = errno;
-    if (n > 0 && t) {
-        if (off >= 0)
-            record(OP_WRITE, CALL_WRITE, t->name, (uint64_t)off, buf, (size_t)n);
-        else
-            record(OP_UNMODELLED, CALL_WRITE, t->name, 0, NULL, 0);
-    }
+    if (t && off >= 0)
+        settle(CALL_WRITE, t->name, count, n);
     pthread_mutex_unlock(&lock);
     errno = saved;
     return n;
@@ -473,10 +489,11 @@ ssize_t sendfile(int out, int in, off_t *off, size_t count) {
     ensure_init();                                                             \
     if (!enabled || !tracked(fd)) return do_call;                              \
     pthread_mutex_lock(&lock);                                                 \
+    struct tracked *t_ = tracked(fd);                                          \
+    if (t_) record(OP_TRUNCATE, call, t_->name, (uint64_t)(len), NULL, 0);     \
     int r_ = do_call;                                                          \
     int saved_ = errno;                                                        \
-    struct tracked *t_ = tracked(fd);                                          \
-    if (r_ == 0 && t_) record(OP_TRUNCATE, call, t_->name, (uint64_t)(len), NULL, 0); \
+    if (r_ != 0 && t_) record(OP_FAILED, call, t_->name, 0, NULL, 0);          \
     pthread_mutex_unlock(&lock);                                               \
     errno = saved_;                                                            \
     return r_;
@@ -494,9 +511,10 @@ int ftruncate64(int fd, off64_t len) {
     char name[PATH_MAX];                                                       \
     if (!enabled || !name_in_folder(AT_FDCWD, path, name)) return do_call;     \
     pthread_mutex_lock(&lock);                                                 \
+    record(OP_TRUNCATE, call, name, (uint64_t)(len), NULL, 0);                 \
     int r_ = do_call;                                                          \
     int saved_ = errno;                                                        \
-    if (r_ == 0) record(OP_TRUNCATE, call, name, (uint64_t)(len), NULL, 0);    \
+    if (r_ != 0) record(OP_FAILED, call, name, 0, NULL, 0);                    \
     pthread_mutex_unlock(&lock);                                               \
     errno = saved_;                                                            \
     return r_;
@@ -551,9 +569,10 @@ int close(int fd) {
     char name[PATH_MAX];                                                       \
     if (!enabled || !name_in_folder(dirfd, path, name)) return do_call;        \
     pthread_mutex_lock(&lock);                                                 \
+    record(OP_UNLINK, call, name, 0, NULL, 0);                                 \
     int r_ = do_call;                                                          \
     int saved_ = errno;                                                        \
-    if (r_ == 0) record(OP_UNLINK, call, name, 0, NULL, 0);                    \
+    if (r_ != 0) record(OP_FAILED, call, name, 0, NULL, 0);                    \
     pthread_mutex_unlock(&lock);                                               \
     errno = saved_;                                                            \
     return r_;

@@ -166,7 +166,11 @@ impl History {
                     }
                     bytes.resize(len, 0);
                 }
-                format!("zero tails: {}", grown.join(", "))
+                if grown.is_empty() {
+                    "no file grew after its last sync".to_owned()
+                } else {
+                    format!("zero tails: {}", grown.join(", "))
+                }
             }
         };
         CrashImage { kind, files, note }

@@ -4,6 +4,12 @@
 //! Layout (little-endian), mirrored from `shim/recorder.c`: a 24-byte header
 //! `magic "PLRC" | op u8 | call u8 | name_len u16 | data_len u32 | pad u32 |
 //! arg u64`, then the file's name relative to the folder, then the data.
+//!
+//! The shim records a change before making it, and follows it with a
+//! "failed" record when the call did less (a short write) or nothing; the
+//! parser applies those, so a parsed log holds only what took effect, except
+//! perhaps its last change, which the kill may have cut off before it was
+//! made (see [`Log::without_last_change`]).
 
 use std::path::{Path, PathBuf};
 
@@ -182,6 +188,13 @@ pub enum LogError {
         /// Where the record should start.
         offset: usize,
     },
+    /// A "failed" record follows no change of the same file: the shim
+    /// writes one only right after the change it settles.
+    #[error("a failed call at byte {offset} of the log follows no change")]
+    StrayFailure {
+        /// Where the record starts.
+        offset: usize,
+    },
     /// A record names an operation this version does not know.
     #[error("unknown operation {op} at byte {offset} of the log")]
     UnknownOp {
@@ -253,6 +266,12 @@ impl Log {
                     flags: high,
                 },
                 10 => Op::Unmodelled,
+                11 => {
+                    settle(&mut records, &name, arg)
+                        .ok_or(LogError::StrayFailure { offset: at })?;
+                    at += total;
+                    continue;
+                }
                 op => return Err(LogError::UnknownOp { offset: at, op }),
             };
             records.push(Record {
@@ -267,6 +286,44 @@ impl Log {
             torn_tail: bytes.len() - at,
         })
     }
+
+    /// The log without its last change: the files as they are if the kill
+    /// came after the shim recorded that change but before it was made.
+    pub fn without_last_change(&self) -> Log {
+        let mut log = self.clone();
+        if let Some(last) = log.records.iter().rposition(|r| r.op.is_change()) {
+            log.records.remove(last);
+        }
+        log
+    }
+}
+
+impl Op {
+    /// Whether the operation changes what a file holds or whether it exists.
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self,
+            Op::Create | Op::Write { .. } | Op::Truncate { .. } | Op::Unlink
+        )
+    }
+}
+
+/// Applies a "failed" record to the change just before it, of the same
+/// file: a write keeps the `done` bytes it wrote, anything else is undone.
+/// `None` when there is no such change.
+fn settle(records: &mut Vec<Record>, name: &str, done: u64) -> Option<()> {
+    let last = records
+        .last_mut()
+        .filter(|r| r.name == name && r.op.is_change())?;
+    match &mut last.op {
+        Op::Write { data, .. } if done > 0 => {
+            data.truncate(usize::try_from(done).unwrap_or(usize::MAX));
+        }
+        _ => {
+            records.pop();
+        }
+    }
+    Some(())
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -346,6 +403,71 @@ pub(crate) mod tests {
             Log::parse(&bytes),
             Err(LogError::NotARecord { offset }) if offset == at
         ));
+    }
+
+    #[test]
+    fn a_failed_call_undoes_its_change_and_a_short_write_keeps_what_it_wrote(
+    ) -> Result<(), LogError> {
+        let bytes = [
+            record(2, 1, "a.db", 0, b""),
+            record(3, 12, "a.db", 0, b"written in part"),
+            record(11, 12, "a.db", 7, b""),
+            record(4, 18, "a.db", 0, b""),
+            record(11, 18, "a.db", 0, b""),
+        ]
+        .concat();
+        let log = Log::parse(&bytes)?;
+        let ops: Vec<&Op> = log.records.iter().map(|r| &r.op).collect();
+        assert_eq!(
+            ops,
+            [
+                &Op::Create,
+                &Op::Write {
+                    offset: 0,
+                    data: b"written".to_vec()
+                }
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_call_after_no_change_fails_with_stray_failure() {
+        let bytes = [
+            record(5, 22, "a.db", 0, b""),
+            record(11, 22, "a.db", 0, b""),
+        ]
+        .concat();
+        let at = record(5, 22, "a.db", 0, b"").len();
+        assert!(matches!(
+            Log::parse(&bytes),
+            Err(LogError::StrayFailure { offset }) if offset == at
+        ));
+    }
+
+    #[test]
+    fn without_last_change_drops_the_last_change_only() -> Result<(), LogError> {
+        let bytes = [
+            record(2, 1, "a.db", 0, b""),
+            record(3, 12, "a.db", 0, b"kept"),
+            record(3, 12, "a.db", 4, b"maybe never made"),
+            record(7, 25, "a.db", 0, b""),
+        ]
+        .concat();
+        let log = Log::parse(&bytes)?.without_last_change();
+        let ops: Vec<&Op> = log.records.iter().map(|r| &r.op).collect();
+        assert_eq!(
+            ops,
+            [
+                &Op::Create,
+                &Op::Write {
+                    offset: 0,
+                    data: b"kept".to_vec()
+                },
+                &Op::Close
+            ]
+        );
+        Ok(())
     }
 
     #[test]
