@@ -3,10 +3,11 @@
 //! The checks see plain [`Stored`] rows.
 
 use std::path::Path;
+use std::time::Duration;
 
 use annals_core::{
-    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Position, ReadAll,
-    RecordedEvent, StreamId,
+    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, RecordedEvent,
+    StreamId,
 };
 use annals_sqlite::{Durability, SqliteStore};
 
@@ -43,11 +44,15 @@ pub struct Part {
     pub events: Vec<(u64, String)>,
 }
 
+/// How often a relaxed store makes its WAL durable (its default).
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Opens (or creates) the store in `path`.
 pub async fn open(path: &Path, durability: Durability) -> Result<SqliteStore, Error> {
     Ok(SqliteStore::options()
         .path(path)
         .durability(durability)
+        .sync_interval(SYNC_INTERVAL)
         .open()
         .await?)
 }
@@ -101,17 +106,11 @@ pub async fn append_probe(store: &SqliteStore) -> Result<u64, Error> {
 
 /// The whole global log, page by page.
 pub async fn read_everything(store: &SqliteStore) -> Result<Vec<Stored>, Error> {
-    let mut events: Vec<Stored> = Vec::new();
-    loop {
-        let after = Position(events.last().map_or(0, |e| e.position));
-        let page = store.read_all(ReadAll::after(after)).await?;
-        if page.is_empty() {
-            return Ok(events);
-        }
-        for event in page {
-            events.push(stored(event)?);
-        }
-    }
+    annals_core::testkit::read_log(store)
+        .await?
+        .into_iter()
+        .map(stored)
+        .collect()
 }
 
 /// Stops the store and waits for its writer.
