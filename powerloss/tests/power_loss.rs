@@ -44,9 +44,8 @@ use store_api::Stored;
 /// How long before the cut an acknowledged relaxed append may still be
 /// lost: the store's `sync_interval`, plus a margin for one sync and for a
 /// busy machine (the writer thread may wake late).
-const RELAXED_BOUND: Option<Duration> = Some(Duration::from_millis(
-    store_api::SYNC_INTERVAL.as_millis() as u64 + 200,
-));
+const RELAXED_BOUND: Option<Duration> =
+    Some(store_api::SYNC_INTERVAL.saturating_add(Duration::from_millis(200)));
 
 const SEED: &str = "ANNALS_TEST_SEED";
 const CYCLES: &str = "ANNALS_POWERLOSS_CYCLES";
