@@ -467,6 +467,79 @@ async fn global_read_filtered_by_a_new_type_name_finds_old_stored_names() -> Tes
     Ok(())
 }
 
+/// (b) An event read from the plain store's global log decodes into today's
+/// type with the type's own upcasters: no wrapper needed. Only an event that
+/// an upcaster splits in several cannot come back from one decode, and its
+/// error names the wrapper that reads it.
+#[tokio::test]
+async fn v1_fixture_read_from_the_plain_log_decodes_to_current_events() -> TestResult {
+    let expected = expected_current_log();
+    for (label, store) in stores_with_fixture().await? {
+        let log = store.read_all(ReadAll::after(Position::START)).await?;
+        assert_eq!(log.len(), 9, "{label}");
+        for stored in &log.events {
+            let parts: Vec<&CurrentEvent> = expected
+                .iter()
+                .filter(|(position, ..)| Position(*position) == stored.position)
+                .map(|(.., event)| event)
+                .collect();
+            match (stored.decode::<CurrentEvent>(), parts.as_slice()) {
+                (Ok(event), [only]) => assert_eq!(&event, *only, "{label}: {}", stored.position),
+                (Err(error), [_, _]) => {
+                    assert_eq!(
+                        error.source,
+                        DecodeError::SplitByUpcaster {
+                            event_type: "AccountCreated".into(),
+                            version: 1,
+                            parts: 2
+                        },
+                        "{label}"
+                    );
+                    assert_eq!(error.position, stored.position, "{label}");
+                    assert!(error.to_string().contains("with_upcasters"), "{error}");
+                }
+                (other, _) => panic!("{label}: position {}: {other:?}", stored.position),
+            }
+        }
+        // `decode_known` skips types the event enum does not know, but
+        // not old names it knows through its upcasters.
+        let renamed = &log.events[2];
+        assert_eq!(renamed.event_type, "MoneyDeposited", "{label}");
+        assert_eq!(
+            renamed.decode_known::<CurrentEvent>()?,
+            Some(CurrentEvent::Deposited { cents: 500 }),
+            "{label}"
+        );
+    }
+    Ok(())
+}
+
+/// (b) An upcast event still says what is stored: its type and version
+/// before upcasting.
+#[tokio::test]
+async fn upcast_events_keep_their_stored_type_and_version_visible() -> TestResult {
+    for (label, store) in stores_with_fixture().await? {
+        let upcasting = store.with_upcasters(Upcasters::for_events::<CurrentEvent>()?);
+        let log = upcasting.read_all(ReadAll::after(Position(2))).await?;
+        let deposited = &log.events[0];
+        assert_eq!(
+            (deposited.event_type.as_str(), deposited.schema_version),
+            ("Deposited", 2),
+            "{label}"
+        );
+        assert_eq!(
+            (
+                deposited.stored_event_type.as_str(),
+                deposited.stored_schema_version
+            ),
+            ("MoneyDeposited", 1),
+            "{label}"
+        );
+        assert!(deposited.was_upcast(), "{label}");
+    }
+    Ok(())
+}
+
 /// (c) Loading and reading through the upcasters rewrites nothing: the
 /// stored rows keep their old names, old versions and byte-identical
 /// payloads.

@@ -453,3 +453,27 @@ fn crate_attribute_sets_the_path_the_generated_code_uses() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn every_stored_name_is_a_constant_named_after_its_variant() {
+    assert_eq!(ParcelEvent::REGISTERED, "Registered");
+    assert_eq!(ParcelEvent::LABELLED, "Labelled");
+    assert_eq!(ParcelEvent::MOVED, "Moved");
+    assert_eq!(ParcelEvent::DELIVERED, "Delivered");
+    // The constant follows the Rust name; its value is the stored name.
+    assert_eq!(ParcelEvent::WEIGHED, "ParcelWeighed");
+    assert_eq!(InvoiceIssued::EVENT_TYPE, "InvoiceIssued");
+    let names: Vec<&str> = ParcelEvent::known_types().iter().map(|(n, _)| *n).collect();
+    assert!(names.contains(&ParcelEvent::WEIGHED.as_str()));
+}
+
+#[test]
+fn stored_name_constants_filter_reads_of_the_log() {
+    let read = annals_core::ReadAll::after(annals_core::Position::START)
+        .event_types([ParcelEvent::DELIVERED, ParcelEvent::WEIGHED]);
+    let filter = read.filter();
+    assert_eq!(
+        filter.event_types(),
+        Some(&[ParcelEvent::DELIVERED, ParcelEvent::WEIGHED][..])
+    );
+}

@@ -357,3 +357,29 @@ async fn repository_works_on_a_shared_dyn_store() -> TestResult {
     assert_eq!(store.head().await?, Position(1));
     Ok(())
 }
+
+/// An aggregate whose category would make `{category}-{id}` ambiguous.
+#[derive(Debug, Default, Clone)]
+struct DashedAccount;
+
+impl Aggregate for DashedAccount {
+    const CATEGORY: &'static str = "bank-account";
+    type Event = AccountEvent;
+    type Command = ();
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &AccountEvent) {}
+    fn handle(&self, (): ()) -> Result<Vec<AccountEvent>, Self::Error> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn repository_for_a_category_with_a_dash_fails_with_invalid_category_when_built() {
+    match Repository::<DashedAccount, _>::new(InMemoryStore::new()) {
+        Err(annals_core::AggregateError::InvalidCategory { source }) => {
+            assert_eq!(source.problem, annals_core::NameProblem::DashInCategory)
+        }
+        Err(other) => panic!("expected InvalidCategory, got {other:?}"),
+        Ok(_) => panic!("a category with a dash was accepted"),
+    }
+}

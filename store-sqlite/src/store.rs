@@ -177,6 +177,16 @@ impl SqliteStore {
         self.inner.head.close();
     }
 
+    /// The writer's counts, for tests of how appends are committed.
+    #[cfg(test)]
+    pub(crate) fn writer_stats(&self) -> crate::writer::WriterStats {
+        self.inner
+            .writer
+            .as_ref()
+            .map(|w| w.stats())
+            .unwrap_or_default()
+    }
+
     fn writer(&self) -> Result<&Writer, BackendError> {
         self.inner.writer.as_deref().ok_or_else(|| {
             BackendError::new(BackendErrorKind::ReadOnly, "the store was opened read-only")

@@ -185,8 +185,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
         let stream = self.stream_id(id)?;
         let loaded = self.load_stream(&stream).await?;
-        let last_snapshot = loaded.version - loaded.replayed;
-        self.snapshot_if_due(&stream, &loaded.state, loaded.version, last_snapshot);
+        let mut last_snapshot = loaded.version - loaded.replayed;
+        if self.snapshot_if_due(&stream, &loaded.state, loaded.version, last_snapshot) {
+            last_snapshot = loaded.version;
+        }
         self.cache.put(
             &stream,
             Entry {
@@ -262,22 +264,29 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         (A::default(), 0)
     }
 
-    /// Writes a snapshot in the background when the policy says it is due.
-    fn snapshot_if_due(&self, stream: &StreamId, state: &A, version: u64, last_snapshot: u64) {
+    /// Writes a snapshot in the background when the policy says it is due;
+    /// says whether it did.
+    fn snapshot_if_due(
+        &self,
+        stream: &StreamId,
+        state: &A,
+        version: u64,
+        last_snapshot: u64,
+    ) -> bool {
         let Some(snapshots) = &self.snapshots else {
-            return;
+            return false;
         };
         if !snapshots.policy.is_due(SnapshotDue {
             version,
             last_snapshot,
         }) {
-            return;
+            return false;
         }
         let state = match (snapshots.encode)(state) {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!(stream = %stream, error = %e, "state cannot be snapshotted");
-                return;
+                return false;
             }
         };
         let snapshot = Snapshot {
@@ -297,8 +306,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(write);
+                true
             }
-            Err(_) => tracing::debug!(stream = %stream, "no runtime to write a snapshot on"),
+            Err(_) => {
+                tracing::debug!(stream = %stream, "no runtime to write a snapshot on");
+                false
+            }
         }
     }
 
@@ -306,10 +319,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     fn executed(
         &self,
         stream: &StreamId,
-        entry: Entry<A>,
+        mut entry: Entry<A>,
         events: Vec<RecordedEvent>,
     ) -> Executed<A> {
-        self.snapshot_if_due(stream, &entry.state, entry.version, entry.last_snapshot);
+        if self.snapshot_if_due(stream, &entry.state, entry.version, entry.last_snapshot) {
+            entry.last_snapshot = entry.version;
+        }
         self.cache.put(stream, entry.clone());
         Executed {
             state: entry.state,

@@ -164,6 +164,40 @@ mod tests {
         assert_eq!(prefix_bounds("\u{10FFFF}"), ("\u{10FFFF}".into(), None));
     }
 
+    /// The plan SQLite picks for a filter's query, on the real schema.
+    fn plan(read: &ReadAll) -> Result<String, Box<dyn std::error::Error>> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        for migration in crate::schema::migrations() {
+            conn.execute_batch(migration)?;
+        }
+        let query = log_query(0, read.filter(), 100).ok_or("no query")?;
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", query.sql))?;
+        let details: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(query.params.iter()), |r| {
+                r.get(3)
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(details.join("\n"))
+    }
+
+    #[test]
+    fn category_and_type_filters_walk_their_indexes() -> Result<(), Box<dyn std::error::Error>> {
+        let start = || ReadAll::after(Position::START);
+        let by_category = plan(&start().category("order").category("stock"))?;
+        assert!(by_category.contains("events_by_category"), "{by_category}");
+        assert!(!by_category.contains("SCAN events"), "{by_category}");
+        let by_type = plan(&start().event_type(EventType::new("Paid")?))?;
+        assert!(by_type.contains("events_by_type"), "{by_type}");
+        assert!(!by_type.contains("SCAN events"), "{by_type}");
+        let both = plan(
+            &start()
+                .category("order")
+                .event_type(EventType::new("Paid")?),
+        )?;
+        assert!(both.contains("events_by_category"), "{both}");
+        Ok(())
+    }
+
     #[test]
     fn filters_that_match_nothing_make_no_query() -> Result<(), annals_core::InvalidName> {
         let start = || ReadAll::after(Position::START);

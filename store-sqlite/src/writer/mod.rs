@@ -39,10 +39,13 @@
 
 mod append;
 mod fault;
+#[cfg(test)]
+mod tests;
 mod transaction;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,6 +86,27 @@ struct Shared {
     path: PathBuf,
     faults: Faults,
     head: Arc<Head>,
+    stats: Stats,
+}
+
+/// What the writer has done, counted.
+#[derive(Default)]
+struct Stats {
+    caller_commits: AtomicU64,
+    thread_commits: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// A reading of the writer's counts.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WriterStats {
+    /// Transactions callers committed on their own threads.
+    pub(crate) caller_commits: u64,
+    /// Transactions the writer thread committed.
+    pub(crate) thread_commits: u64,
+    /// Commits that synced the WAL for relaxed durability.
+    pub(crate) syncs: u64,
 }
 
 /// Who holds the write connection.
@@ -137,6 +161,7 @@ impl Writer {
             options,
             path,
             head,
+            stats: Stats::default(),
         });
         let thread = {
             let shared = shared.clone();
@@ -212,6 +237,17 @@ impl Writer {
         answer.await.map_err(|_| BackendError::closed())
     }
 
+    /// What the writer has done so far.
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> WriterStats {
+        let stats = &self.shared.stats;
+        WriterStats {
+            caller_commits: stats.caller_commits.load(Ordering::Relaxed),
+            thread_commits: stats.thread_commits.load(Ordering::Relaxed),
+            syncs: stats.syncs.load(Ordering::Relaxed),
+        }
+    }
+
     /// Finishes the commit in progress, answers every queued write with
     /// `Closed`, syncs what relaxed durability left unsynced, and stops the
     /// thread; later writes fail with `Closed`. Waits for all of it.
@@ -262,6 +298,7 @@ impl Shared {
 
     /// A caller's commit of its own write, then the hand-over.
     fn lead(&self, job: Job, conn: Option<Connection>) {
+        self.stats.caller_commits.fetch_add(1, Ordering::Relaxed);
         let (conn, wrote) = self.commit(conn, vec![job]);
         let mut state = self.lock();
         state.conn = conn;
@@ -317,6 +354,7 @@ impl Shared {
             }
             let conn = state.conn.take();
             drop(state);
+            self.stats.thread_commits.fetch_add(1, Ordering::Relaxed);
             let (conn, wrote) = self.commit(conn, batch);
             state = self.lock();
             state.conn = conn;
@@ -365,7 +403,10 @@ impl Shared {
             return;
         }
         match wrote {
-            Wrote::Synced => state.unsynced_since = None,
+            Wrote::Synced => {
+                state.unsynced_since = None;
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
             Wrote::Unsynced if state.unsynced_since.is_none() => {
                 state.unsynced_since = Some(Instant::now());
                 // The thread sets its timer by it.

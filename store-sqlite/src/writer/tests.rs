@@ -1,0 +1,154 @@
+//! How appends are committed: by their caller when the store is quiet, in
+//! groups by the writer thread when they arrive during a commit, and never
+//! left hanging when a caller stops waiting.
+
+use std::error::Error;
+use std::future::Future;
+use std::time::Duration;
+
+use annals_core::prelude::*;
+use annals_core::{ExpectedVersion, NewEvent, Payload, Position, StreamId};
+
+use crate::{Durability, SqliteStore};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+fn event(n: usize) -> NewEvent {
+    let payload = Payload::from_json(format!("{{\"n\":{n}}}")).expect("valid JSON");
+    NewEvent::new("Happened", 1, payload).expect("valid event type")
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid stream id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_on_a_quiet_store_commit_on_their_callers_thread() -> TestResult {
+    let store = SqliteStore::open_temporary().await?;
+    for n in 0..20 {
+        store
+            .append_to_stream(&stream("quiet-1"), ExpectedVersion::Any, vec![event(n)])
+            .await?;
+    }
+    let stats = store.writer_stats();
+    assert_eq!(stats.caller_commits, 20, "{stats:?}");
+    assert_eq!(
+        stats.thread_commits, 0,
+        "the writer thread was woken: {stats:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn appends_on_a_current_thread_runtime_commit_without_the_writer_thread() -> TestResult {
+    let store = SqliteStore::open_temporary().await?;
+    for n in 0..5 {
+        store
+            .append_to_stream(&stream("quiet-1"), ExpectedVersion::Any, vec![event(n)])
+            .await?;
+    }
+    assert_eq!(store.writer_stats().thread_commits, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_arriving_during_a_commit_are_grouped_and_each_answered() -> TestResult {
+    const TASKS: usize = 64;
+    let store = SqliteStore::open_temporary().await?;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_to_stream(
+                    &stream(&format!("busy-{t}")),
+                    ExpectedVersion::NoStream,
+                    vec![event(t)],
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    assert_eq!(store.head().await?, Position(TASKS as u64));
+    let stats = store.writer_stats();
+    assert!(
+        stats.caller_commits + stats.thread_commits < TASKS as u64,
+        "{TASKS} appends took as many transactions: {stats:?}"
+    );
+    assert!(stats.thread_commits >= 1, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn caller_that_stops_waiting_mid_commit_still_hands_the_writer_on() -> TestResult {
+    let store = SqliteStore::open_temporary().await?;
+    // On this runtime a leading caller commits on the blocking pool: poll
+    // the append once, so that it leads and waits, then give up on it.
+    {
+        let gone = stream("gone-1");
+        let append = store.append_to_stream(&gone, ExpectedVersion::NoStream, vec![event(0)]);
+        let mut append = std::pin::pin!(append);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            append.as_mut().poll(&mut context).is_pending(),
+            "the append finished before its first wait"
+        );
+    }
+    // The next append is not stuck behind a leader that never came back.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append_to_stream(&stream("next-1"), ExpectedVersion::NoStream, vec![event(1)]),
+    )
+    .await??;
+    // The abandoned append committed whole: its caller left, its commit did not.
+    let mut head = store.watch_head();
+    tokio::time::timeout(Duration::from_secs(10), head.wait_past(Position(1))).await??;
+    let gone = store.read_stream_to_end(&stream("gone-1")).await?;
+    assert_eq!(gone.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_store_syncs_within_its_interval_once_appends_stop() -> TestResult {
+    let store = SqliteStore::open_temporary_with(
+        SqliteStore::options()
+            .durability(Durability::Relaxed)
+            .sync_interval(Duration::from_millis(20)),
+    )
+    .await?;
+    for n in 0..10 {
+        store
+            .append_to_stream(&stream("relaxed-1"), ExpectedVersion::Any, vec![event(n)])
+            .await?;
+    }
+    let mut synced = 0;
+    for _ in 0..200 {
+        synced = store.writer_stats().syncs;
+        if synced > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(synced > 0, "no sync after the appends stopped");
+    // A sync is owed only after unsynced commits: an idle store stays idle.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        store.writer_stats().syncs,
+        synced,
+        "an idle store kept syncing"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_durability_needs_no_sync_of_its_own() -> TestResult {
+    let store = SqliteStore::open_temporary().await?;
+    store
+        .append_to_stream(&stream("full-1"), ExpectedVersion::Any, vec![event(0)])
+        .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.writer_stats().syncs, 0);
+    Ok(())
+}
