@@ -80,7 +80,7 @@ pub trait EventStore: Send + Sync {
     ///
     /// The default reads whole events with [`EventStore::read_stream`] and
     /// keeps those parts, so a wrapper that changes events on the way (such
-    /// as [`crate::upcast::UpcastingStore`]) stays correct without overriding it.
+    /// as [`crate::upcaster::UpcastingStore`]) stays correct without overriding it.
     async fn read_stream_for_replay(
         &self,
         stream: &StreamId,

@@ -7,10 +7,10 @@
 //! nothing extra: the upcasters are consulted only when the first attempt
 //! finds an old version or an old name.
 
+use crate::domain::upcasters::registry_of;
 use crate::domain::{DecodeError, DomainEvent};
 use crate::event::{Position, RecordedEvent};
 use crate::id::StreamId;
-use crate::upcast::registry_of;
 
 /// A stored event that did not decode, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,10 +11,11 @@
 use crate::event::{Metadata, NewEvent};
 use crate::id::InvalidName;
 use crate::payload::{Payload, PayloadError};
-use crate::upcast::error::{RegistryError, UpcastError};
-use crate::upcast::upcaster::Upcaster;
+use crate::upcaster::error::{RegistryError, UpcastError};
+use crate::upcaster::step::Upcaster;
 
 pub(crate) mod tagless;
+pub(crate) mod upcasters;
 
 /// A typed domain event.
 ///

@@ -10,7 +10,8 @@ use crate::contract::EventStore;
 use crate::event::{NewEvent, Position, RecordedEvent};
 use crate::id::StreamId;
 use crate::read::{Page, ReadAll, ReadError, ReadStream, MAX_READ_LIMIT};
-use crate::upcast::{Upcasters, UpcastingStore};
+use crate::upcaster::registry::Upcasters;
+use crate::upcasting::UpcastingStore;
 
 /// Pages of the global log, as read by [`EventStoreExt::read_all_pages`].
 pub type Pages<'s> = Pin<Box<dyn Stream<Item = Result<Page, ReadError>> + Send + 's>>;

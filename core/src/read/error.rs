@@ -3,7 +3,7 @@
 use crate::error::BackendError;
 use crate::event::Position;
 use crate::id::StreamId;
-use crate::upcast::error::UpcastError;
+use crate::upcaster::error::UpcastError;
 
 /// Why a read failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! Reading the global log: filters and pages.
 
+use crate::domain::upcasters::registry_of;
 use crate::domain::DomainEvent;
 use crate::event::{Position, RecordedEvent};
 use crate::id::{EventType, StreamId};
 use crate::read::stream::MAX_READ_LIMIT;
-use crate::upcast::registry_of;
 
 /// Which events a read of the global log includes.
 ///

@@ -6,7 +6,7 @@ use crate::decode::EventDecodeError;
 use crate::domain::EncodeError;
 use crate::id::{InvalidName, StreamId};
 use crate::read::ReadError;
-use crate::upcast::RegistryError;
+use crate::upcaster::error::RegistryError;
 
 /// Why a repository or a unit of work refuses an aggregate type. Checked
 /// when the repository is built, before the first command.

@@ -3,10 +3,12 @@
 
 use crate::aggregate::Aggregate;
 use crate::contract::EventStore;
+use crate::domain::upcasters::registry_of;
 use crate::id::{check_category, StreamId};
 use crate::read::{ReadStream, ReplayEvent, MAX_READ_LIMIT};
 use crate::repository::error::{AggregateError, LoadError};
-use crate::upcast::{registry_of, Upcasters};
+use crate::upcaster::registry::Upcasters;
+use crate::upcasting::upcast_page;
 
 /// What loading an aggregate type needs, checked once: its category, and
 /// its event type's upcasters.
@@ -67,7 +69,7 @@ impl Replayer {
                 // events and upcasts the page.
                 let page = store.read_stream(stream, read).await?;
                 let (full, last) = (page.len() == MAX_READ_LIMIT, page.last().map(|e| e.version));
-                let page = upcasters.upcast_page(page)?;
+                let page = upcast_page(upcasters, page)?;
                 Ok((
                     page.into_iter().map(ReplayEvent::from).collect(),
                     full,

@@ -8,7 +8,7 @@ use crate::event::{Position, RecordedEvent};
 use crate::id::{EventType, StreamId};
 use crate::read::{Page, ReadAll, ReadError, ReadStream};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotStore};
-use crate::upcast::registry::Upcasters;
+use crate::upcaster::registry::Upcasters;
 
 /// A store whose reads go through an upcaster registry; writes pass through.
 ///
@@ -47,13 +47,13 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let page = self.inner.read_stream(stream, read).await?;
-        self.upcasters.upcast_page(page)
+        upcast_page(&self.upcasters, page)
     }
 
     async fn read_all(&self, read: ReadAll) -> Result<Page, ReadError> {
         let Some(wanted) = read.filter().event_types().map(<[EventType]>::to_vec) else {
             let page = self.inner.read_all(read).await?;
-            let events = self.upcasters.upcast_page(page.events)?;
+            let events = upcast_page(&self.upcasters, page.events)?;
             return Ok(Page::new(events, page.read_through));
         };
         // Old names are asked for only to be upcast; what they become may
@@ -61,9 +61,7 @@ impl<S: EventStore> EventStore for UpcastingStore<S> {
         // again. `read_through` still says how far the store looked.
         let read = read.event_types(self.upcasters.stored_names_for(&wanted));
         let page = self.inner.read_all(read).await?;
-        let events = self
-            .upcasters
-            .upcast_page(page.events)?
+        let events = upcast_page(&self.upcasters, page.events)?
             .into_iter()
             .filter(|e| wanted.contains(&e.event_type))
             .collect();
@@ -89,10 +87,33 @@ impl<S: SnapshotStore> SnapshotStore for UpcastingStore<S> {
     }
 }
 
+/// Brings a page of stored events up to date; a failure names the event.
+pub(crate) fn upcast_page(
+    upcasters: &Upcasters,
+    page: Vec<RecordedEvent>,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    if upcasters.is_empty() {
+        return Ok(page);
+    }
+    let mut out = Vec::with_capacity(page.len());
+    for event in page {
+        let (position, stream, version) = (event.position, event.stream_id.clone(), event.version);
+        upcasters
+            .upcast_into(event, &mut out)
+            .map_err(|source| ReadError::Upcast {
+                stream,
+                version,
+                position,
+                source,
+            })?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upcast::registry::tests::bank_chain;
+    use crate::upcaster::registry::tests::bank_chain;
     use crate::{EventStoreExt, ExpectedVersion, InMemoryStore, NewEvent, Payload};
     use std::error::Error;
 

@@ -4,35 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::domain::DomainEvent;
 use crate::event::{EventId, RecordedEvent};
 use crate::id::EventType;
 use crate::payload::Payload;
-use crate::read::ReadError;
-use crate::upcast::error::{RegistryError, UpcastError};
-use crate::upcast::upcaster::{UpcastEvent, Upcaster};
+use crate::upcaster::error::{RegistryError, UpcastError};
+use crate::upcaster::step::{UpcastEvent, Upcaster};
 
 /// Builds an [`Upcasters`] registry.
 #[derive(Debug, Default)]
 pub struct UpcastersBuilder {
-    current: Vec<(String, u32)>,
-    steps: Vec<Upcaster>,
+    pub(crate) current: Vec<(String, u32)>,
+    pub(crate) steps: Vec<Upcaster>,
 }
 
 impl UpcastersBuilder {
     /// Declares the current version of a type name.
     pub fn current(mut self, event_type: &str, version: u32) -> Self {
         self.current.push((event_type.to_owned(), version));
-        self
-    }
-
-    /// Declares every type of a domain event as current, and adds the
-    /// upcasters registered with it ([`DomainEvent::upcasters`]).
-    pub fn events<E: DomainEvent>(mut self) -> Self {
-        for (name, version) in E::known_types() {
-            self.current.push(((*name).to_owned(), *version));
-        }
-        self.steps.extend(E::upcasters());
         self
     }
 
@@ -156,12 +144,6 @@ impl Upcasters {
     /// Starts a registry.
     pub fn builder() -> UpcastersBuilder {
         UpcastersBuilder::default()
-    }
-
-    /// The registry for one domain event type and the upcasters registered
-    /// with it.
-    pub fn for_events<E: DomainEvent>() -> Result<Self, RegistryError> {
-        Upcasters::builder().events::<E>().build()
     }
 
     fn step(&self, event_type: &str, version: u32) -> Option<&Upcaster> {
@@ -313,26 +295,6 @@ impl Upcasters {
             });
         }
         Ok(())
-    }
-
-    /// Brings a page of stored events up to date.
-    pub fn upcast_page(&self, page: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, ReadError> {
-        if self.steps.is_empty() {
-            return Ok(page);
-        }
-        let mut out = Vec::with_capacity(page.len());
-        for event in page {
-            let (position, stream, version) =
-                (event.position, event.stream_id.clone(), event.version);
-            self.upcast_into(event, &mut out)
-                .map_err(|source| ReadError::Upcast {
-                    stream,
-                    version,
-                    position,
-                    source,
-                })?;
-        }
-        Ok(out)
     }
 
     /// The stored type names whose events upcast into any of `types`,

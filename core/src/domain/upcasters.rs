@@ -1,4 +1,5 @@
-//! Each domain event type's upcaster registry, built once.
+//! A domain event type's own upcasters: a registry of them, and each type's
+//! registry built once.
 //!
 //! A registry is checked when it is built, which is not free; decoding an
 //! old event must not pay for it every time. The registry of a type is
@@ -11,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
 use crate::domain::DomainEvent;
-use crate::upcast::error::RegistryError;
-use crate::upcast::registry::Upcasters;
+use crate::upcaster::error::RegistryError;
+use crate::upcaster::registry::{Upcasters, UpcastersBuilder};
 
 type Built = Result<Option<&'static Upcasters>, RegistryError>;
 
@@ -48,4 +49,24 @@ pub(crate) fn registry_of<E: DomainEvent>() -> Built {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Another thread may have built it meanwhile: keep the first.
     map.entry(key).or_insert(built).clone()
+}
+
+impl UpcastersBuilder {
+    /// Declares every type of a domain event as current, and adds the
+    /// upcasters registered with it ([`DomainEvent::upcasters`]).
+    pub fn events<E: DomainEvent>(mut self) -> Self {
+        for (name, version) in E::known_types() {
+            self.current.push(((*name).to_owned(), *version));
+        }
+        self.steps.extend(E::upcasters());
+        self
+    }
+}
+
+impl Upcasters {
+    /// The registry for one domain event type and the upcasters registered
+    /// with it.
+    pub fn for_events<E: DomainEvent>() -> Result<Self, RegistryError> {
+        Upcasters::builder().events::<E>().build()
+    }
 }
