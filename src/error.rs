@@ -82,7 +82,9 @@ impl Error {
         matches!(self, Error::Append(e) if e.is_conflict())
     }
 
-    /// The aggregate's own refusal, if this is one of type `E`.
+    /// The aggregate's own refusal, if this is one of type `E`: what to
+    /// show a user (this error's own `Display` is for logs, and names the
+    /// stream).
     pub fn refusal<E: std::error::Error + 'static>(&self) -> Option<&E> {
         match self {
             Error::Refused { source, .. } => source.downcast_ref::<E>(),

@@ -80,7 +80,7 @@ pub trait EventStore: Send + Sync {
     ///
     /// The default reads whole events with [`EventStore::read_stream`] and
     /// keeps those parts, so a wrapper that changes events on the way (such
-    /// as [`crate::upcaster::UpcastingStore`]) stays correct without overriding it.
+    /// as [`crate::upcast::UpcastingStore`]) stays correct without overriding it.
     async fn read_stream_for_replay(
         &self,
         stream: &StreamId,
@@ -135,6 +135,9 @@ impl HeadWatch {
 
     /// Waits until the head passes `position` and returns the new head;
     /// returns at once if it already has. Fails once the store is closed.
+    ///
+    /// Cancel-safe: dropping the wait (in a `select!` against a stop
+    /// signal, say) loses nothing, and the watch can wait again.
     pub async fn wait_past(&mut self, position: Position) -> Result<Position, StoreClosed> {
         let head = self
             .receiver

@@ -80,18 +80,18 @@ pub use snapshot::{SnapshotError, SnapshotPolicy, SnapshotStore};
 ///
 /// A domain event type declares its own upcasters (`#[event(upcasters =
 /// ...)]`), and everything that decodes it applies them: the repository,
-/// [`RecordedEvent::decode`](crate::RecordedEvent::decode) on an event read
+/// [`RecordedEvent::decode`] on an event read
 /// from anywhere, and a store wrapped with
-/// [`EventStoreExt::with_upcasters`](crate::EventStoreExt::with_upcasters),
+/// [`EventStoreExt::with_upcasters`],
 /// which is needed only to read events that an upcaster splits in several.
 ///
 /// # Upcasters never leak stored data
 ///
 /// What an upcaster reports when it fails ends up in error messages and
 /// logs, where payloads must never go. A step therefore fails with a
-/// [`StepError`], made from a fixed message (`Err("amount is missing")`),
+/// [`StepError`](upcast::StepError), made from a fixed message (`Err("amount is missing")`),
 /// from a serde_json error (redacted: the value it tripped on is dropped),
-/// or, for a message built at run time, with [`StepError::new`], whose
+/// or, for a message built at run time, with [`StepError::new`](upcast::StepError::new), whose
 /// caller vouches that it holds no stored data.
 ///
 /// ```
@@ -161,8 +161,11 @@ pub mod prelude {
 ///
 /// - `#[event(name = "...")]` on a variant (or a struct): the stored name.
 ///   Default: the identifier. Names follow the event type rules (non-empty,
-///   at most 255 bytes, no control characters, no surrounding whitespace)
-///   and two variants cannot share one.
+///   at most 255 bytes, no control or invisible characters, no surrounding
+///   whitespace) and two variants cannot share one. Stored names are one
+///   namespace across the whole store, whatever the stream: give each
+///   aggregate's events names of their own (`OrderPlaced`, not `Placed`),
+///   so that a filter on an event type means one thing.
 /// - `#[event(version = N)]` on a variant (or a struct): the schema version
 ///   this code writes and reads, 1 or more. Default: 1.
 /// - `#[event(upcasters = path::to::function)]` on the type: a
@@ -170,6 +173,13 @@ pub mod prelude {
 /// - `#[event(crate = path::to::annals)]` on the type: where the annals items
 ///   are when the dependency is renamed. Default: `annals-core` if the
 ///   package depends on it, else `annals`, as read from `Cargo.toml`.
+///
+/// Each stored name is also an associated constant of type [`EventType`],
+/// named after the **variant** (not the stored name) in SCREAMING_SNAKE_CASE:
+/// `#[event(name = "OrderRejected")] Rejected` gives `OrderEvent::REJECTED`,
+/// whose value is `"OrderRejected"`; a struct gets `EVENT_TYPE`. Filters
+/// take them (`ReadAll::after(p).event_type(OrderEvent::REJECTED)`), so a
+/// typo is a compile error.
 ///
 /// The content comes from the type's own serde derives, so field attributes
 /// (`rename`, `default`, `with`...) keep working. Settings that replace

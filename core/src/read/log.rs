@@ -71,7 +71,9 @@ impl LogFilter {
 }
 
 /// A page of the global log to read: events after a position, optionally
-/// filtered (see [`LogFilter`] for how filters combine).
+/// filtered (see [`LogFilter`] for how filters combine), at most
+/// [`MAX_READ_LIMIT`] (10,000) events unless a lower [`limit`](ReadAll::limit)
+/// is set.
 ///
 /// ```
 /// use annals_core::testkit::bank::AccountEvent;

@@ -11,6 +11,16 @@
 //!
 //! Aggregates a unit only reads (loads without deciding on) are not part
 //! of the append, so their versions are not checked at commit.
+//!
+//! In the append, events are grouped by stream, streams in the order the
+//! unit first loaded them: a reader of the global log sees all of one
+//! aggregate's new events, then the next aggregate's, not the order in
+//! which the unit decided them. All of them commit at once, so no reader
+//! sees some without the others.
+//!
+//! A repository that caches an aggregate a unit then changes finds out at
+//! its next command on it: the append meets a conflict, and the command is
+//! decided again on fresh state.
 
 use std::any::Any;
 use std::future::Future;
@@ -69,6 +79,8 @@ pub struct Done<T> {
     pub value: T,
     /// The events recorded, in commit order (none if nothing was decided).
     pub events: Vec<RecordedEvent>,
+    /// How many times the unit ran: 1, plus one per conflict retried.
+    pub attempts: u32,
 }
 
 impl<S: EventStore + 'static> UnitOfWork<S> {
@@ -108,6 +120,37 @@ impl<S: EventStore + 'static> UnitOfWork<S> {
     /// `work` may run more than once: it should only load and decide, and
     /// leave effects outside the store to code that runs after the commit.
     /// If it fails, nothing is appended and its error is returned.
+    ///
+    /// Its error type `E` takes the append's failure (`From<AppendError>`);
+    /// with the facade, `annals::Error` takes every failure a unit's code
+    /// meets, keeps a conflict matchable and the aggregate's own refusal
+    /// (`Error::refusal::<E>()`). An aggregate type whose category or
+    /// upcasters are invalid fails its first load
+    /// ([`LoadError::Aggregate`]).
+    ///
+    /// Because `work` may run again, the future it returns cannot take what
+    /// the closure captured; borrow it for the future instead:
+    ///
+    /// ```
+    /// # use annals_core::testkit::bank::{Account, AccountCommand};
+    /// # use annals_core::{CommandContext, InMemoryStore, UnitOfWork};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let work = UnitOfWork::new(InMemoryStore::new());
+    /// let owner = String::from("Ada");
+    /// let done = work
+    ///     .run(&CommandContext::new(), |unit| {
+    ///         let owner = &owner; // each run borrows it
+    ///         async move {
+    ///             let open = AccountCommand::Open { owner: owner.clone() };
+    ///             unit.execute::<Account>("ada", open).await?;
+    ///             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    ///         }
+    ///     })
+    ///     .await?;
+    /// assert_eq!(done.attempts, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T, E, F, Fut>(&self, ctx: &CommandContext, mut work: F) -> Result<Done<T>, E>
     where
         F: FnMut(Unit<S>) -> Fut,
@@ -115,7 +158,9 @@ impl<S: EventStore + 'static> UnitOfWork<S> {
         E: From<AppendError>,
     {
         let mut retries_left = self.retry.max_retries();
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let unit = self.unit(ctx);
             let value = work(unit.clone()).await?;
             let request = unit.append_request();
@@ -123,6 +168,7 @@ impl<S: EventStore + 'static> UnitOfWork<S> {
                 return Ok(Done {
                     value,
                     events: Vec::new(),
+                    attempts,
                 });
             }
             match self.store.append(request).await {
@@ -130,6 +176,7 @@ impl<S: EventStore + 'static> UnitOfWork<S> {
                     return Ok(Done {
                         value,
                         events: outcome.into_events(),
+                        attempts,
                     })
                 }
                 Err(AppendError::Conflict { stream, .. }) if retries_left > 0 => {
