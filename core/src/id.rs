@@ -139,13 +139,22 @@ fn is_invisible_format(c: char) -> bool {
 /// What is wrong with a name under the rules every name shares, if anything.
 fn name_problem(value: &str) -> Option<NameProblem> {
     if value.is_empty() {
-        Some(NameProblem::Empty)
-    } else if value.len() > MAX_NAME_LEN {
-        Some(NameProblem::TooLong {
+        return Some(NameProblem::Empty);
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Some(NameProblem::TooLong {
             len: value.len(),
             max: MAX_NAME_LEN,
-        })
-    } else if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        });
+    }
+    // Most names are printable ASCII, which holds no control and no
+    // invisible character: only the whitespace rule is left to check.
+    let printable_ascii = value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if printable_ascii {
+        let padded = value.starts_with(' ') || value.ends_with(' ');
+        return padded.then_some(NameProblem::SurroundingWhitespace);
+    }
+    if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
         Some(NameProblem::ControlCharacter { at })
     } else if let Some((at, _)) = value.char_indices().find(|(_, c)| is_invisible_format(*c)) {
         Some(NameProblem::InvisibleCharacter { at })

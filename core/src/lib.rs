@@ -121,7 +121,8 @@ pub mod upcast {
 /// stored, and the limits of reads and versions.
 pub mod store {
     pub use crate::append::{
-        run_append, AppendTarget, Appended, PlannedRow, PriorAppend, StreamAppend, MAX_VERSION,
+        run_append, AppendTarget, Appended, Inserted, PlannedRow, PriorAppend, StreamAppend,
+        MAX_VERSION,
     };
     pub use crate::event::RecordedParts;
     pub use crate::id::check_category;

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::append::{
-    run_append, AppendError, AppendOutcome, AppendRequest, AppendTarget, Appended, Limits,
-    PlannedRow,
+    run_append, AppendError, AppendOutcome, AppendRequest, AppendTarget, Appended, Inserted,
+    Limits, PlannedRow,
 };
 use crate::contract::{EventStore, HeadWatch};
 use crate::error::{BackendError, BackendErrorKind};
@@ -122,13 +122,14 @@ impl AppendTarget for Staging<'_> {
         Ok(self.log.version_of(stream))
     }
 
-    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<bool, Infallible> {
+    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<Inserted, Infallible> {
         let id = row.event.event_id();
         if self.log.ids.contains_key(&id) {
-            return Ok(false);
+            return Ok(Inserted::IdTaken);
         }
         self.staged.push(id);
-        Ok(true)
+        let position = self.log.events.len() + self.staged.len();
+        Ok(Inserted::At(Position(position as u64)))
     }
 
     fn undo(&mut self) -> Result<(), Infallible> {
@@ -150,8 +151,7 @@ impl EventStore for InMemoryStore {
             log: &log,
             staged: Vec::new(),
         };
-        let first = log.head().next();
-        let appended = match run_append(&mut staging, &request, first, Timestamp::now()) {
+        let appended = match run_append(&mut staging, &request, Timestamp::now()) {
             Ok(appended) => appended,
             Err(never) => match never {},
         };

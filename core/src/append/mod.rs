@@ -20,4 +20,4 @@ pub use expected::{ActualVersion, ExpectedVersion};
 pub use outcome::AppendOutcome;
 pub use prior::PriorAppend;
 pub use request::{AppendRequest, Limits, StreamAppend, MAX_VERSION};
-pub use target::{run_append, AppendTarget, Appended, PlannedRow};
+pub use target::{run_append, AppendTarget, Appended, Inserted, PlannedRow};

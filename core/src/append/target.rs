@@ -8,7 +8,8 @@ use crate::error::{BackendError, BackendErrorKind};
 use crate::event::{EventId, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::id::StreamId;
 
-/// One row an append inserts: an event at its stream version and position.
+/// One row an append inserts: an event at its stream version. The backend
+/// gives it its position, the next in the global log.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct PlannedRow<'r> {
@@ -16,12 +17,20 @@ pub struct PlannedRow<'r> {
     pub stream: &'r StreamId,
     /// The event's version in the stream.
     pub version: u64,
-    /// The event's position in the global log.
-    pub position: Position,
     /// When the store records it (the same for every row of an append).
     pub recorded_at: Timestamp,
     /// The event.
     pub event: &'r NewEvent,
+}
+
+/// Where an insert went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inserted {
+    /// The row is stored at this position of the global log.
+    At(Position),
+    /// An event with the row's id is already stored; nothing was inserted.
+    IdTaken,
 }
 
 /// What a backend does for an append inside its write transaction: the
@@ -36,9 +45,10 @@ pub trait AppendTarget {
     /// The stream's current version, `None` when it has no events.
     fn current_version(&mut self, stream: &StreamId) -> Result<Option<u64>, Self::Error>;
 
-    /// Inserts one row. `Ok(false)` when an event with the row's id is
-    /// already stored (nothing was inserted).
-    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<bool, Self::Error>;
+    /// Inserts one row at the next position of the global log: the one
+    /// after the newest committed or inserted so far, so that positions are
+    /// assigned in commit order. Says where it went.
+    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<Inserted, Self::Error>;
 
     /// Removes every row this append inserted so far.
     fn undo(&mut self) -> Result<(), Self::Error>;
@@ -75,8 +85,8 @@ impl Appended {
 ///
 /// 1. each stream's current version must meet its expected version, and
 ///    its events must fit below [`MAX_VERSION`];
-/// 2. events get versions from the stream's current version + 1, and
-///    positions from `first_position` in commit order, and are inserted;
+/// 2. events get versions from the stream's current version + 1 and are
+///    inserted, each at the position the backend gives it, in order;
 /// 3. when a stream refuses, or an event id is already stored, whatever was
 ///    inserted is undone and the request's ids are looked up: a retry of an
 ///    append already committed gets its original result, a partial overlap
@@ -84,11 +94,11 @@ impl Appended {
 ///
 /// Call [`AppendRequest::check`] first, before the transaction. Positions
 /// are assigned inside the transaction so that commit order is position
-/// order.
+/// order; a backend that gives an append's rows positions that do not
+/// increase is reported as a backend error, and nothing of the append stays.
 pub fn run_append<T: AppendTarget + ?Sized>(
     target: &mut T,
     request: &AppendRequest,
-    first_position: Position,
     recorded_at: Timestamp,
 ) -> Result<Appended, T::Error> {
     let mut first_versions = Vec::with_capacity(request.streams().len());
@@ -115,32 +125,41 @@ pub fn run_append<T: AppendTarget + ?Sized>(
         }
         first_versions.push(base + 1);
     }
-    let mut position = first_position;
+    let mut previous = Position::START;
     let mut recorded = Vec::with_capacity(request.event_count());
     for (s, first_version) in request.streams().iter().zip(first_versions) {
         for (event, version) in s.events.iter().zip(first_version..) {
             let row = PlannedRow {
                 stream: &s.stream,
                 version,
-                position,
                 recorded_at,
                 event,
             };
-            if !target.insert(&row)? {
-                target.undo()?;
-                let unexplained = AppendError::Backend(BackendError::new(
-                    BackendErrorKind::Other,
-                    "an event id was reported as stored, but no stored event has it",
-                ));
-                return look_up_prior(target, request, unexplained);
-            }
+            let position = match target.insert(&row)? {
+                Inserted::At(position) if position > previous => position,
+                Inserted::At(_) => {
+                    target.undo()?;
+                    return Ok(Appended::Refused(AppendError::Backend(BackendError::new(
+                        BackendErrorKind::Corrupt,
+                        "the store gave an append positions that do not increase",
+                    ))));
+                }
+                Inserted::IdTaken => {
+                    target.undo()?;
+                    let unexplained = AppendError::Backend(BackendError::new(
+                        BackendErrorKind::Other,
+                        "an event id was reported as stored, but no stored event has it",
+                    ));
+                    return look_up_prior(target, request, unexplained);
+                }
+            };
+            previous = position;
             recorded.push(event.clone().into_recorded(
                 s.stream.clone(),
                 version,
                 position,
                 recorded_at,
             ));
-            position = position.next();
         }
     }
     Ok(Appended::Inserted(AppendOutcome::new(recorded)))

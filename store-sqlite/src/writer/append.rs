@@ -1,13 +1,14 @@
 //! The storage half of an append on SQLite: what
 //! [`run_append`](annals_core::store::run_append) asks of a backend.
 
-use annals_core::store::{AppendTarget, PlannedRow};
-use annals_core::{BackendError, BackendErrorKind, EventId, RecordedEvent, StreamId};
+use annals_core::store::{AppendTarget, Inserted, PlannedRow};
+use annals_core::{BackendError, BackendErrorKind, EventId, Position, RecordedEvent, StreamId};
 use rusqlite::Connection;
 
 use crate::error::{backend, is_unique_violation};
 use crate::row::{event_from_row, to_sql_int, Names};
 use crate::writer::fault::{Faults, Step};
+use crate::writer::transaction::execute;
 
 const INSERT_EVENT: &str = include_str!("insert_event.sql");
 const STREAM_VERSION: &str = include_str!("stream_version.sql");
@@ -36,7 +37,7 @@ impl AppendTarget for SqliteTarget<'_> {
         Ok(current.and_then(|v| u64::try_from(v).ok()))
     }
 
-    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<bool, BackendError> {
+    fn insert(&mut self, row: &PlannedRow<'_>) -> Result<Inserted, BackendError> {
         self.faults
             .check(Step::Insert)
             .map_err(|e| backend("appending", e))?;
@@ -47,7 +48,6 @@ impl AppendTarget for SqliteTarget<'_> {
             .prepare_cached(INSERT_EVENT)
             .and_then(|mut insert| {
                 insert.execute(rusqlite::params![
-                    to_sql_int(row.position.0),
                     row.stream.as_str(),
                     to_sql_int(row.version),
                     &event.event_id().as_uuid().as_bytes()[..],
@@ -59,16 +59,17 @@ impl AppendTarget for SqliteTarget<'_> {
                 ])
             });
         match inserted {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
+            // Positions are rowids, assigned by SQLite.
+            Ok(_) => Ok(Inserted::At(Position(
+                u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0),
+            ))),
+            Err(e) if is_unique_violation(&e) => Ok(Inserted::IdTaken),
             Err(e) => Err(backend("appending", e)),
         }
     }
 
     fn undo(&mut self) -> Result<(), BackendError> {
-        self.conn
-            .execute_batch(self.undo)
-            .map_err(|e| backend("undoing an append", e))
+        execute(self.conn, self.undo).map_err(|e| backend("undoing an append", e))
     }
 
     fn find_event(&mut self, id: EventId) -> Result<Option<RecordedEvent>, BackendError> {

@@ -1,3 +1,6 @@
+-- The position is left to SQLite: a rowid one past the largest, assigned
+-- inside the write transaction, so commit order is position order and,
+-- since rows are never deleted, positions have no gaps.
 INSERT INTO events
-    (position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

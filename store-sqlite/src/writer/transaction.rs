@@ -20,7 +20,6 @@ use crate::row::to_sql_int;
 use crate::writer::append::SqliteTarget;
 use crate::writer::fault::{Faults, Step};
 
-const LAST_POSITION: &str = include_str!("last_position.sql");
 const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
 const MARK_SYNCED: &str = include_str!("mark_synced.sql");
 
@@ -109,6 +108,14 @@ pub(crate) enum Outcome {
     },
 }
 
+/// Runs one statement of transaction control (`BEGIN`, `COMMIT`,
+/// `SAVEPOINT`...) from the statement cache: every commit runs several, and
+/// parsing them again each time costs more than running them.
+pub(crate) fn execute(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// The batch's transaction: rolled back on drop unless committed.
 struct WriteTransaction<'c> {
     conn: &'c Connection,
@@ -118,7 +125,7 @@ impl<'c> WriteTransaction<'c> {
     fn begin(conn: &'c Connection, faults: &Faults) -> Result<Self, BackendError> {
         faults
             .check(Step::Begin)
-            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"))
+            .and_then(|()| execute(conn, "BEGIN IMMEDIATE"))
             .map_err(|e| backend("starting a write transaction", e))?;
         Ok(WriteTransaction { conn })
     }
@@ -126,7 +133,7 @@ impl<'c> WriteTransaction<'c> {
     fn commit(self, faults: &Faults) -> Result<(), BackendError> {
         faults
             .check(Step::Commit)
-            .and_then(|()| self.conn.execute_batch("COMMIT"))
+            .and_then(|()| execute(self.conn, "COMMIT"))
             .map_err(|e| backend("committing", e))
     }
 }
@@ -136,7 +143,7 @@ impl Drop for WriteTransaction<'_> {
         // After a commit, or after SQLite gave the transaction up, there is
         // nothing to roll back.
         if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            if let Err(e) = execute(self.conn, "ROLLBACK") {
                 tracing::warn!(error = %e, "rolling back a write transaction failed");
             }
         }
@@ -154,23 +161,21 @@ pub(crate) fn run_batch(
         Ok(tx) => tx,
         Err(error) => return Outcome::NotStarted(error),
     };
-    let first = match last_position(conn) {
-        Ok(last) => last + 1,
-        Err(error) => return Outcome::NotStarted(error),
-    };
     let alone = batch.len() == 1;
-    let mut next = first;
+    let mut head: Option<Position> = None;
     let mut answers = Vec::with_capacity(batch.len());
     for work in batch {
         let answer = match work {
             Work::Append(request) => {
                 let appended = if alone {
-                    append_alone(conn, request, next, recorded_at, faults)
+                    append_alone(conn, request, recorded_at, faults)
                 } else {
-                    append_in_savepoint(conn, request, next, recorded_at, faults)
+                    append_in_savepoint(conn, request, recorded_at, faults)
                 };
-                if let Ok(outcome) = &appended {
-                    next += outcome.events().len() as u64;
+                // A retry of a committed append (its original result) is
+                // below the head: `max` leaves the head alone.
+                if let Ok(last) = appended.as_ref().map(AppendOutcome::last_position) {
+                    head = head.max(last);
                 }
                 Answer::Append(appended)
             }
@@ -207,20 +212,11 @@ pub(crate) fn run_batch(
     match tx.commit(faults) {
         Ok(()) => Outcome::Done {
             answers,
-            head: (next > first).then(|| Position(next - 1)),
+            head,
             wrote,
         },
         Err(error) => Outcome::CommitFailed { answers, error },
     }
-}
-
-fn last_position(conn: &Connection) -> Result<u64, BackendError> {
-    let last: i64 = conn
-        .prepare_cached(LAST_POSITION)
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(|e| backend("reading the head", e))?;
-    // Positions are stored from u64 values checked to fit in i64.
-    Ok(u64::try_from(last).unwrap_or(0))
 }
 
 /// One append with the transaction to itself: no savepoint is needed, the
@@ -229,7 +225,6 @@ fn last_position(conn: &Connection) -> Result<u64, BackendError> {
 fn append_alone(
     conn: &Connection,
     request: &AppendRequest,
-    next: u64,
     recorded_at: Timestamp,
     faults: &Faults,
 ) -> Result<AppendOutcome, AppendError> {
@@ -240,11 +235,11 @@ fn append_alone(
         // lookup would find them.
         undo: "ROLLBACK",
     };
-    match run_append(&mut target, request, Position(next), recorded_at)? {
+    match run_append(&mut target, request, recorded_at)? {
         Appended::Inserted(outcome) => Ok(outcome),
         refused => {
             if !conn.is_autocommit() {
-                conn.execute_batch("ROLLBACK")
+                execute(conn, "ROLLBACK")
                     .map_err(|e| backend("rolling back a refused append", e))?;
             }
             refused.into_result()
@@ -256,34 +251,34 @@ fn append_alone(
 fn append_in_savepoint(
     conn: &Connection,
     request: &AppendRequest,
-    next: u64,
     recorded_at: Timestamp,
     faults: &Faults,
 ) -> Result<AppendOutcome, AppendError> {
     faults
         .check(Step::Savepoint)
-        .and_then(|()| conn.execute_batch("SAVEPOINT append"))
+        .and_then(|()| execute(conn, "SAVEPOINT append"))
         .map_err(|e| backend("appending", e))?;
     let mut target = SqliteTarget {
         conn,
         faults,
         undo: "ROLLBACK TO append",
     };
-    let appended = run_append(&mut target, request, Position(next), recorded_at);
-    let (end, result) = match appended {
-        Ok(Appended::Inserted(outcome)) => ("RELEASE append", Ok(outcome)),
-        Ok(refused) => ("ROLLBACK TO append; RELEASE append", refused.into_result()),
-        Err(error) => (
-            "ROLLBACK TO append; RELEASE append",
-            Err(AppendError::Backend(error)),
-        ),
+    let appended = run_append(&mut target, request, recorded_at);
+    let (undo, result) = match appended {
+        Ok(Appended::Inserted(outcome)) => (false, Ok(outcome)),
+        Ok(refused) => (true, refused.into_result()),
+        Err(error) => (true, Err(AppendError::Backend(error))),
     };
     if conn.is_autocommit() {
         // SQLite gave up the transaction; the batch will notice.
         return result;
     }
-    conn.execute_batch(end)
-        .map_err(|e| AppendError::Backend(backend("ending an append's savepoint", e)))?;
+    let ended = if undo {
+        execute(conn, "ROLLBACK TO append").and_then(|()| execute(conn, "RELEASE append"))
+    } else {
+        execute(conn, "RELEASE append")
+    };
+    ended.map_err(|e| AppendError::Backend(backend("ending an append's savepoint", e)))?;
     result
 }
 
