@@ -11,8 +11,9 @@
 //! figure and `ratio_<name>: x` (ours divided by the baseline; higher is
 //! better). The scenarios, by family:
 //!
-//! - writes (`append.rs`): `append-seq`, `append-concurrent`: commands
-//!   through the repository (load or cache, decide, append);
+//! - writes (`append.rs`, `command.rs`): `append-seq`, `append-concurrent`,
+//!   `command-seq`, `command-concurrent`: commands through the repository
+//!   (load or cache, decide, append);
 //! - aggregates (`read.rs`): `load`, `load-snapshot`;
 //! - the log (`scan.rs`): `scan`, the whole log decoded.
 //!
@@ -24,6 +25,7 @@
 //! `_relaxed`.
 
 mod append;
+mod command;
 mod model;
 mod raw;
 mod read;
@@ -41,9 +43,11 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 7] = [
     "append-seq",
     "append-concurrent",
+    "command-seq",
+    "command-concurrent",
     "load",
     "load-snapshot",
     "scan",
@@ -54,6 +58,8 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
     match scenario {
         "append-seq" => append::sequential(settings, report).await,
         "append-concurrent" => append::concurrent(settings, report).await,
+        "command-seq" => command::sequential(settings, report).await,
+        "command-concurrent" => command::concurrent(settings, report).await,
         "load" => read::load(settings, report).await,
         "load-snapshot" => read::load_snapshot(settings, report).await,
         "scan" => scan::whole(settings, report).await,
@@ -64,7 +70,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
 /// The durabilities a scenario runs with when none is named: writes are
 /// measured with both, reads with full (they do not sync).
 fn default_durabilities(scenario: &str) -> Vec<Durability> {
-    if scenario.starts_with("append-") {
+    if scenario.starts_with("append-") || scenario.starts_with("command-") {
         vec![Durability::Full, Durability::Relaxed]
     } else {
         vec![Durability::Full]

@@ -10,6 +10,8 @@ usage: annals-bench <scenario> [--shape realistic|small] [--durability full|rela
 scenarios (default size in brackets):
   append-seq          commands one at a time over 1,000 accounts [4,000 commands]
   append-concurrent   commands from 64 tasks, 10 accounts each [12,800 commands]
+  command-seq         1,000 accounts opened, then deposits round-robin [20,000 events]
+  command-concurrent  the command-seq workload from 64 tasks [20,000 events]
   load                aggregates of 1,000 events loaded through the repository
                       [--size: events per aggregate]
   load-snapshot       aggregates loaded by replay and from snapshots
@@ -20,7 +22,7 @@ scenarios (default size in brackets):
               about 110 (correlation and causation ids); small: the short
               payloads and no metadata of earlier builds of the bench
 --durability  full, relaxed, or both (one run each, figures suffixed _full and
-              _relaxed); default both for append-*, else full";
+              _relaxed); default both for append-* and command-*, else full";
 
 /// Settings shared by the scenarios, for one run.
 #[derive(Debug, Clone, Copy)]
