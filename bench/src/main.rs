@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p annals-bench -- <scenario> [--shape realistic|small]
-//!     [--durability full|relaxed|both] [--size N]
+//!     [--durability full|relaxed|both] [--size N] [--per-stream N]
 //! ```
 //!
 //! Each scenario runs the same workload through annals and through raw
@@ -14,7 +14,8 @@
 //! - writes (`append.rs`, `command.rs`): `append-seq`, `append-concurrent`,
 //!   `command-seq`, `command-concurrent`: commands through the repository
 //!   (load or cache, decide, append);
-//! - aggregates (`read.rs`): `load`, `load-snapshot`;
+//! - aggregates (`read.rs`): `load`, `load-snapshot`, and `read-streams`,
+//!   whole streams read and decoded;
 //! - the log (`scan.rs`): `scan`, the whole log decoded.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
@@ -43,13 +44,14 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
     "command-concurrent",
     "load",
     "load-snapshot",
+    "read-streams",
     "scan",
 ];
 
@@ -62,6 +64,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "command-concurrent" => command::concurrent(settings, report).await,
         "load" => read::load(settings, report).await,
         "load-snapshot" => read::load_snapshot(settings, report).await,
+        "read-streams" => read::streams(settings, report).await,
         "scan" => scan::whole(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }

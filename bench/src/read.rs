@@ -1,5 +1,5 @@
-//! Reading aggregates: loading through the repository, and loading from
-//! snapshots.
+//! Reading aggregates and streams: loading through the repository, loading
+//! from snapshots, and reading whole streams.
 
 use std::error::Error;
 use std::path::Path;
@@ -10,8 +10,9 @@ use annals::{
     EventStoreExt, ExpectedVersion, NewEvent, Repository, SnapshotPolicy, SnapshotStore, StreamId,
 };
 
+use crate::append::ROUNDS;
 use crate::model::{decode_raw, Account, BankEvent};
-use crate::raw;
+use crate::raw::{self, Envelope, ENVELOPE_COLUMNS};
 use crate::report::{self, Report};
 use crate::shape::Shape;
 use crate::Settings;
@@ -139,6 +140,76 @@ pub(crate) async fn load(settings: Settings, report: &Report) -> Result<(), Box<
     print_event_sizes(&path, settings.shape, report)?;
     report.compare(
         "load",
+        report::per_second(ours_events, ours),
+        report::per_second(baseline_events, baseline),
+    );
+    Ok(())
+}
+
+/// `read-streams`: 1,000 streams of 1,000 events each (`--size` sets the
+/// streams, `--per-stream` the events of each), each read whole with
+/// `read_stream_to_end` (every column of every event, metadata decoded by
+/// the store) and each event's payload decoded with `decode`, then folded.
+/// Baseline: select the same columns of the stream's rows in version order,
+/// decode payload and metadata with serde, fold.
+pub(crate) async fn streams(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
+    let streams = settings.size.unwrap_or(1_000);
+    let len = settings.per_stream.unwrap_or(1_000);
+    let shape = settings.shape;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("annals.db");
+    let store = settings.open_store(&path).await?;
+    let took = fill(&store, shape, streams, len).await?;
+    let raw = raw::open_read_only(&path)?;
+    let sql =
+        format!("SELECT {ENVELOPE_COLUMNS} FROM events WHERE stream_id = ?1 ORDER BY version");
+    let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
+    let (mut ours_events, mut baseline_events) = (0, 0);
+    let per_round = streams.div_ceil(ROUNDS);
+    for round in 0..ROUNDS {
+        let range = round * per_round..((round + 1) * per_round).min(streams);
+        let ids: Vec<StreamId> = range
+            .clone()
+            .map(|s| StreamId::new(format!("account-{s}")))
+            .collect::<Result<_, _>>()?;
+        let mut states = Vec::with_capacity(ids.len());
+        let start = Instant::now();
+        for stream in &ids {
+            let mut account = Account::default();
+            for recorded in store.read_stream_to_end(stream).await? {
+                account.fold(&recorded.decode::<BankEvent>()?);
+                std::hint::black_box(&recorded);
+                ours_events += 1;
+            }
+            states.push(account);
+        }
+        ours += start.elapsed();
+        let start = Instant::now();
+        for (stream, state) in ids.iter().zip(&states) {
+            let mut account = Account::default();
+            let mut statement = raw.prepare_cached(&sql)?;
+            let mut rows = statement.query([stream.as_str()])?;
+            while let Some(row) = rows.next()? {
+                let envelope = Envelope::from_row(row, shape)?;
+                account.fold(&envelope.event);
+                std::hint::black_box(&envelope);
+                baseline_events += 1;
+            }
+            if account != *state {
+                return Err(format!("the two reads of {stream} disagree").into());
+            }
+        }
+        baseline += start.elapsed();
+    }
+    if ours_events != streams * len || baseline_events != ours_events {
+        return Err(format!("read {ours_events} and {baseline_events} events").into());
+    }
+    report.size("streams", streams);
+    report.size("events_per_stream", len);
+    print_event_sizes(&path, shape, report)?;
+    report.figure("fill", report::per_second(streams * len, took), "events/s");
+    report.compare(
+        "read_streams",
         report::per_second(ours_events, ours),
         report::per_second(baseline_events, baseline),
     );

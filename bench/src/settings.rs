@@ -5,7 +5,8 @@ use annals::sqlite::{Durability, OpenError, SqliteStore};
 use crate::shape::Shape;
 
 pub(crate) const USAGE: &str = "\
-usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both] [--size N]
+usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both]
+                    [--size N] [--per-stream N]
 
 scenarios (default size in brackets):
   append-seq          commands one at a time over 1,000 accounts [4,000 commands]
@@ -17,6 +18,8 @@ scenarios (default size in brackets):
   load-snapshot       aggregates loaded by replay and from snapshots
                       [--size: events per aggregate, 10,000]
   scan                the whole log read and decoded [1,000,000 events]
+  read-streams        whole streams read and decoded [--size: 1,000 streams,
+                      --per-stream: 1,000 events each]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short
@@ -32,6 +35,8 @@ pub(crate) struct Settings {
     /// The scenario's main size (commands, events, or streams); each
     /// scenario has its own default.
     pub(crate) size: Option<usize>,
+    /// Events per stream, for the scenarios that read whole streams.
+    pub(crate) per_stream: Option<usize>,
 }
 
 impl Settings {
@@ -67,6 +72,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
         durability: Durability::Full,
         shape: Shape::Realistic,
         size: None,
+        per_stream: None,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -93,6 +99,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
                 }
             }
             "--size" => settings.size = Some(count(flag, value)?),
+            "--per-stream" => settings.per_stream = Some(count(flag, value)?),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
