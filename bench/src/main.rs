@@ -16,7 +16,8 @@
 //!   (load or cache, decide, append);
 //! - aggregates (`read.rs`): `load`, `load-snapshot`, and `read-streams`,
 //!   whole streams read and decoded;
-//! - the log (`scan.rs`): `scan`, the whole log decoded.
+//! - the log (`scan.rs`): `scan`, the whole log decoded, and
+//!   `scan-filtered`, one category of it.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -44,7 +45,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -53,6 +54,7 @@ const SCENARIOS: [&str; 8] = [
     "load-snapshot",
     "read-streams",
     "scan",
+    "scan-filtered",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -66,6 +68,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "load-snapshot" => read::load_snapshot(settings, report).await,
         "read-streams" => read::streams(settings, report).await,
         "scan" => scan::whole(settings, report).await,
+        "scan-filtered" => scan::filtered(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }

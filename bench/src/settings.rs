@@ -18,6 +18,8 @@ scenarios (default size in brackets):
   load-snapshot       aggregates loaded by replay and from snapshots
                       [--size: events per aggregate, 10,000]
   scan                the whole log read and decoded [1,000,000 events]
+  scan-filtered       a category holding 1% of the log read with a filter,
+                      beside the unfiltered scan [1,000,000 events]
   read-streams        whole streams read and decoded [--size: 1,000 streams,
                       --per-stream: 1,000 events each]
 
