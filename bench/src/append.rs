@@ -1,74 +1,83 @@
-//! Appending commands: one at a time, and from 64 tasks at once.
+//! Writing commands: one at a time, and from 64 tasks at once. Each
+//! command goes through the repository: load the aggregate (or take it from
+//! the cache), decide, append its event with the version it decided on.
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::{CommandContext, Repository};
+use annals::Repository;
 
-use crate::model::{command, Account, BankCommand, BankEvent};
-use crate::raw;
-use crate::report;
+use crate::model::{command, event_for, Account};
+use crate::raw::{self, RawLog};
+use crate::report::{self, Report};
 use crate::Settings;
 
 /// Ours and the baseline run in alternating rounds, so that a slow moment of
 /// the machine hits both alike.
-const ROUNDS: usize = 4;
+pub(crate) const ROUNDS: usize = 4;
 
-fn event_for(command: BankCommand) -> BankEvent {
-    match command {
-        BankCommand::Open { owner } => BankEvent::Opened { owner },
-        BankCommand::Deposit { amount } => BankEvent::Deposited {
-            amount,
-            reference: format!("deposit of {amount}"),
-        },
-    }
+/// `append-seq`: 4,000 commands one at a time over 1,000 accounts (each
+/// account opened by its first command, then deposits round-robin).
+/// Baseline: read the stream's version and insert, in one `IMMEDIATE`
+/// transaction per event.
+pub(crate) async fn sequential(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
+    commands_in_sequence(settings, report, "append_seq", 4_000).await
 }
 
-/// `append-seq`: one command at a time over 1,000 accounts: load the
-/// aggregate, decide, append one event with the loaded version. Baseline:
-/// read the version and insert, in one `IMMEDIATE` transaction per event.
-pub(crate) async fn sequential(settings: Settings) -> Result<(), Box<dyn Error>> {
-    let commands = settings.size.unwrap_or(4_000);
+/// One command at a time over at most 1,000 accounts, round-robin; the
+/// baseline reads each stream's version and inserts, one `IMMEDIATE`
+/// transaction per event. Prints `name`'s figures.
+pub(crate) async fn commands_in_sequence(
+    settings: Settings,
+    report: &Report,
+    name: &str,
+    default_commands: usize,
+) -> Result<(), Box<dyn Error>> {
+    let commands = settings.size.unwrap_or(default_commands);
     let accounts = commands.min(1_000);
+    let shape = settings.shape;
     let dir = tempfile::tempdir()?;
-    let store = settings.open_store(&dir.path().join("annals.db")).await?;
+    let path = dir.path().join("annals.db");
+    let store = settings.open_store(&path).await?;
     let repository = Repository::<Account, _>::new(store)?;
-    let ctx = CommandContext::new();
-    let mut raw = raw::open(&dir.path().join("raw.db"), settings.durability)?;
+    let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = commands.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
         let range = round * per_round..((round + 1) * per_round).min(commands);
         let start = Instant::now();
         for n in range.clone() {
-            let (id, command) = command(n, accounts);
-            repository.execute(&id, command, &ctx).await?;
+            let (id, command) = command(n, accounts, shape);
+            repository.execute(&id, command, &shape.context()).await?;
         }
         ours += start.elapsed();
         let start = Instant::now();
         for n in range {
-            let (id, command) = command(n, accounts);
-            raw::read_version_then_insert(&mut raw, &format!("account-{id}"), &event_for(command))?;
+            let (id, command) = command(n, accounts, shape);
+            raw.read_version_then_insert(&format!("account-{id}"), &event_for(command))?;
         }
         baseline += start.elapsed();
     }
-    println!("commands: {commands}");
-    println!("accounts: {accounts}");
-    report::compare(
-        "append_seq",
+    report.size("commands", commands);
+    report.size("accounts", accounts);
+    same_shape(&path, &raw, settings, report)?;
+    report.compare(
+        name,
         report::per_second(commands, ours),
         report::per_second(commands, baseline),
     );
     Ok(())
 }
 
-/// `append-concurrent`: 64 tasks issue commands at once, each to its own
-/// accounts (load, decide, append). Baseline: one connection inserting the
-/// same events one transaction each.
-pub(crate) async fn concurrent(settings: Settings) -> Result<(), Box<dyn Error>> {
+/// `append-concurrent`: 64 tasks issue commands at once, each to its own 10
+/// accounts. Baseline: one connection inserting the same events, one
+/// transaction each, at versions it tracks in memory.
+pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
     const TASKS: usize = 64;
     const ACCOUNTS_PER_TASK: usize = 10;
+    let shape = settings.shape;
     let per_task = settings
         .size
         .unwrap_or(12_800)
@@ -76,9 +85,10 @@ pub(crate) async fn concurrent(settings: Settings) -> Result<(), Box<dyn Error>>
         .max(ACCOUNTS_PER_TASK);
     let total = per_task * TASKS;
     let dir = tempfile::tempdir()?;
-    let store = settings.open_store(&dir.path().join("annals.db")).await?;
+    let path = dir.path().join("annals.db");
+    let store = settings.open_store(&path).await?;
     let repository = Repository::<Account, _>::new(store)?;
-    let mut raw = raw::open(&dir.path().join("raw.db"), settings.durability)?;
+    let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
     let mut versions: HashMap<String, i64> = HashMap::new();
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = per_task.div_ceil(ROUNDS);
@@ -89,11 +99,10 @@ pub(crate) async fn concurrent(settings: Settings) -> Result<(), Box<dyn Error>>
         for task in 0..TASKS {
             let (repository, range) = (repository.clone(), range.clone());
             tasks.push(tokio::spawn(async move {
-                let ctx = CommandContext::new();
                 for n in range {
-                    let (id, command) = command(n, ACCOUNTS_PER_TASK);
+                    let (id, command) = command(n, ACCOUNTS_PER_TASK, shape);
                     repository
-                        .execute(&format!("{task}.{id}"), command, &ctx)
+                        .execute(&format!("{task}.{id}"), command, &shape.context())
                         .await?;
                 }
                 Ok::<_, annals::CommandError<crate::model::Refused>>(())
@@ -106,21 +115,39 @@ pub(crate) async fn concurrent(settings: Settings) -> Result<(), Box<dyn Error>>
         let start = Instant::now();
         for task in 0..TASKS {
             for n in range.clone() {
-                let (id, command) = command(n, ACCOUNTS_PER_TASK);
+                let (id, command) = command(n, ACCOUNTS_PER_TASK, shape);
                 let stream = format!("account-{task}.{id}");
                 let version = versions.entry(stream.clone()).or_default();
                 *version += 1;
-                raw::insert_at(&mut raw, &stream, *version, &event_for(command))?;
+                raw.insert_at(&stream, *version, &event_for(command))?;
             }
         }
         baseline += start.elapsed();
     }
-    println!("tasks: {TASKS}");
-    println!("commands: {total}");
-    report::compare(
+    report.size("tasks", TASKS);
+    report.size("commands", total);
+    same_shape(&path, &raw, settings, report)?;
+    report.compare(
         "append_concurrent",
         report::per_second(total, ours),
         report::per_second(total, baseline),
     );
+    Ok(())
+}
+
+/// Prints the size of the events written, and checks that ours and the
+/// baseline wrote events of the same size.
+pub(crate) fn same_shape(
+    ours: &Path,
+    raw: &RawLog,
+    settings: Settings,
+    report: &Report,
+) -> Result<(), Box<dyn Error>> {
+    let sizes = raw::event_sizes(&raw::open_read_only(ours)?, settings.shape)?;
+    let baseline = raw.event_sizes()?;
+    if !sizes.matches(&baseline) {
+        return Err(format!("ours wrote events of {sizes:?}, the baseline {baseline:?}").into());
+    }
+    sizes.report(report);
     Ok(())
 }

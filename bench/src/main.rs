@@ -1,91 +1,105 @@
 //! `annals-bench`: figures for annals beside raw SQLite doing the same work.
 //!
 //! ```text
-//! cargo run --release -p annals-bench -- <scenario> [--durability full|relaxed] [--size N]
+//! cargo run --release -p annals-bench -- <scenario> [--shape realistic|small]
+//!     [--durability full|relaxed|both] [--size N] [--per-stream N]
 //! ```
 //!
-//! Scenarios: `append-seq`, `append-concurrent`, `load`, `scan`,
-//! `load-snapshot`. Each prints one `name: value unit` line per figure and,
-//! where the scenario has a baseline measured in the same run,
-//! `ratio_<name>: x` (ours divided by the baseline; higher is better).
+//! Each scenario runs the same workload through annals and through raw
+//! rusqlite (the baseline), in alternating rounds so that a slow moment of
+//! the machine hits both alike, and prints one `name: value unit` line per
+//! figure and `ratio_<name>: x` (ours divided by the baseline; higher is
+//! better). The scenarios, by family:
+//!
+//! - writes (`append.rs`, `command.rs`): `append-seq`, `append-concurrent`,
+//!   `command-seq`, `command-concurrent`: commands through the repository
+//!   (load or cache, decide, append);
+//! - aggregates (`read.rs`): `load`, `load-snapshot`, and `read-streams`,
+//!   whole streams read and decoded;
+//! - the log (`scan.rs`): `scan`, the whole log decoded, and
+//!   `scan-filtered`, one category of it.
+//!
+//! Events have the realistic shape by default (payloads of about 200 bytes,
+//! metadata of about 110); `--shape small` gives the short payloads and no
+//! metadata of earlier builds, whose scenarios then do exactly the work
+//! they did. `--durability both` (the default of the write scenarios) runs
+//! the scenario once per durability and suffixes its figures `_full` and
+//! `_relaxed`.
 
 mod append;
+mod command;
 mod model;
 mod raw;
 mod read;
 mod report;
+mod scan;
+mod settings;
+mod shape;
+
+use std::error::Error;
 
 use annals::sqlite::Durability;
 
-/// Settings shared by the scenarios.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    pub(crate) durability: Durability,
-    /// The scenario's main size (commands, events, or streams); each
-    /// scenario has its own default.
-    pub(crate) size: Option<usize>,
-}
+use crate::report::Report;
+pub(crate) use crate::settings::Settings;
+use crate::settings::{durability_name, USAGE};
 
-impl Settings {
-    /// Opens an annals store at `path` with the run's durability.
-    pub(crate) async fn open_store(
-        &self,
-        path: &std::path::Path,
-    ) -> Result<annals::sqlite::SqliteStore, annals::sqlite::OpenError> {
-        annals::sqlite::SqliteStore::options()
-            .path(path)
-            .durability(self.durability)
-            .open()
-            .await
+/// The scenarios, as named on the command line.
+const SCENARIOS: [&str; 9] = [
+    "append-seq",
+    "append-concurrent",
+    "command-seq",
+    "command-concurrent",
+    "load",
+    "load-snapshot",
+    "read-streams",
+    "scan",
+    "scan-filtered",
+];
+
+/// Runs one scenario once, with one durability.
+async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
+    match scenario {
+        "append-seq" => append::sequential(settings, report).await,
+        "append-concurrent" => append::concurrent(settings, report).await,
+        "command-seq" => command::sequential(settings, report).await,
+        "command-concurrent" => command::concurrent(settings, report).await,
+        "load" => read::load(settings, report).await,
+        "load-snapshot" => read::load_snapshot(settings, report).await,
+        "read-streams" => read::streams(settings, report).await,
+        "scan" => scan::whole(settings, report).await,
+        "scan-filtered" => scan::filtered(settings, report).await,
+        other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }
 
-const USAGE: &str = "usage: annals-bench <append-seq|append-concurrent|load|scan|load-snapshot> \
-                     [--durability full|relaxed] [--size N]";
-
-fn parse(args: &[String]) -> Result<(String, Settings), String> {
-    let mut args = args.iter();
-    let scenario = args.next().ok_or(USAGE)?.clone();
-    let mut settings = Settings {
-        durability: Durability::Full,
-        size: None,
-    };
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--durability" => {
-                settings.durability = match value.as_str() {
-                    "full" => Durability::Full,
-                    "relaxed" => Durability::Relaxed,
-                    other => return Err(format!("unknown durability {other:?}: full or relaxed")),
-                }
-            }
-            "--size" => {
-                let size = value
-                    .parse()
-                    .map_err(|_| format!("--size {value:?} is not a number"))?;
-                if size == 0 {
-                    return Err("--size must be at least 1".into());
-                }
-                settings.size = Some(size);
-            }
-            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
-        }
+/// The durabilities a scenario runs with when none is named: writes are
+/// measured with both, reads with full (they do not sync).
+fn default_durabilities(scenario: &str) -> Vec<Durability> {
+    if scenario.starts_with("append-") || scenario.starts_with("command-") {
+        vec![Durability::Full, Durability::Relaxed]
+    } else {
+        vec![Durability::Full]
     }
-    Ok((scenario, settings))
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (scenario, settings) = match parse(&args) {
-        Ok(parsed) => parsed,
+    let invocation = match settings::parse(&args) {
+        Ok(invocation) => invocation,
         Err(message) => {
             eprintln!("{message}");
             std::process::exit(2);
         }
     };
+    let scenario = invocation.scenario;
+    if !SCENARIOS.contains(&scenario.as_str()) {
+        eprintln!("unknown scenario {scenario:?}\n{USAGE}");
+        std::process::exit(2);
+    }
+    let durabilities = invocation
+        .durabilities
+        .unwrap_or_else(|| default_durabilities(&scenario));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,24 +110,26 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let durability = match settings.durability {
-        Durability::Relaxed => "relaxed",
-        _ => "full",
-    };
     println!("scenario: {scenario}");
-    println!("durability: {durability}");
-    let result = runtime.block_on(async {
-        match scenario.as_str() {
-            "append-seq" => append::sequential(settings).await,
-            "append-concurrent" => append::concurrent(settings).await,
-            "load" => read::load(settings).await,
-            "scan" => read::scan(settings).await,
-            "load-snapshot" => read::load_snapshot(settings).await,
-            other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
+    println!("shape: {}", invocation.settings.shape.name());
+    match durabilities.as_slice() {
+        [one] => println!("durability: {}", durability_name(*one)),
+        _ => println!("durability: both"),
+    }
+    for (n, durability) in durabilities.iter().enumerate() {
+        let suffix = match (durabilities.len(), durability) {
+            (1, _) => "",
+            (_, Durability::Relaxed) => "_relaxed",
+            _ => "_full",
+        };
+        let settings = Settings {
+            durability: *durability,
+            ..invocation.settings
+        };
+        let report = Report::new(suffix, n == 0);
+        if let Err(e) = runtime.block_on(run(&scenario, settings, &report)) {
+            eprintln!("{scenario} failed: {e}");
+            std::process::exit(1);
         }
-    });
-    if let Err(e) = result {
-        eprintln!("{scenario} failed: {e}");
-        std::process::exit(1);
     }
 }

@@ -4,6 +4,8 @@
 use annals::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::shape::Shape;
+
 /// The events of a bank account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub(crate) enum BankEvent {
@@ -15,7 +17,7 @@ pub(crate) enum BankEvent {
 #[derive(Debug, Clone)]
 pub(crate) enum BankCommand {
     Open { owner: String },
-    Deposit { amount: u64 },
+    Deposit { amount: u64, reference: String },
 }
 
 /// A refused command (never happens in the workload).
@@ -66,28 +68,38 @@ impl Aggregate for Account {
             BankCommand::Open { .. } if self.open => Err(Refused),
             BankCommand::Open { owner } => Ok(vec![BankEvent::Opened { owner }]),
             BankCommand::Deposit { .. } if !self.open => Err(Refused),
-            BankCommand::Deposit { amount } => Ok(vec![BankEvent::Deposited {
-                amount,
-                reference: format!("deposit of {amount}"),
-            }]),
+            BankCommand::Deposit { amount, reference } => {
+                Ok(vec![BankEvent::Deposited { amount, reference }])
+            }
         }
     }
 }
 
-/// The command stream of the append scenarios: each account is opened by
-/// its first command, then receives deposits.
-pub(crate) fn command(n: usize, accounts: usize) -> (String, BankCommand) {
+/// The command stream of the write scenarios: each account is opened by
+/// its first command, then receives deposits, round-robin.
+pub(crate) fn command(n: usize, accounts: usize, shape: Shape) -> (String, BankCommand) {
     let account = n % accounts;
     let command = if n < accounts {
         BankCommand::Open {
-            owner: format!("owner {account}"),
+            owner: shape.owner(account),
         }
     } else {
+        let amount = u64::try_from(n).unwrap_or(u64::MAX);
         BankCommand::Deposit {
-            amount: u64::try_from(n).unwrap_or(u64::MAX),
+            amount,
+            reference: shape.reference(amount),
         }
     };
     (account.to_string(), command)
+}
+
+/// The event the raw baseline writes for a command: what the aggregate
+/// decides, without the framework.
+pub(crate) fn event_for(command: BankCommand) -> BankEvent {
+    match command {
+        BankCommand::Open { owner } => BankEvent::Opened { owner },
+        BankCommand::Deposit { amount, reference } => BankEvent::Deposited { amount, reference },
+    }
 }
 
 #[derive(Serialize, Deserialize)]

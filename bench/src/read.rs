@@ -1,42 +1,55 @@
-//! Reading: loading aggregates, scanning the whole log, and loading from
-//! snapshots.
+//! Reading aggregates and streams: loading through the repository, loading
+//! from snapshots, and reading whole streams.
 
 use std::error::Error;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use annals::sqlite::SqliteStore;
 use annals::{
-    DomainEvent, EventStore, EventStoreExt, ExpectedVersion, Metadata, NewEvent, Position, ReadAll,
-    Repository, SnapshotPolicy, SnapshotStore, StreamId,
+    EventStoreExt, ExpectedVersion, NewEvent, Repository, SnapshotPolicy, SnapshotStore, StreamId,
 };
 
-use annals::sqlite::SqliteStore;
-
+use crate::append::ROUNDS;
 use crate::model::{decode_raw, Account, BankEvent};
-use crate::report;
+use crate::raw::{self, Envelope, ENVELOPE_COLUMNS};
+use crate::report::{self, Report};
+use crate::shape::Shape;
 use crate::Settings;
 
-/// The events of one account: opened, then deposits.
-fn history(len: usize) -> impl Iterator<Item = BankEvent> {
-    (0..len).map(|n| match n {
+/// Event `n` (from 0) of account `account`: opened, then deposits.
+pub(crate) fn account_event(shape: Shape, account: usize, n: usize) -> BankEvent {
+    match n {
         0 => BankEvent::Opened {
-            owner: "owner".into(),
+            owner: match shape {
+                Shape::Realistic => shape.owner(account),
+                Shape::Small => "owner".into(),
+            },
         },
-        n => BankEvent::Deposited {
-            amount: u64::try_from(n).unwrap_or(u64::MAX),
-            reference: format!("deposit of {n}"),
-        },
-    })
+        n => {
+            let amount = u64::try_from(n).unwrap_or(u64::MAX);
+            BankEvent::Deposited {
+                amount,
+                reference: shape.reference(amount),
+            }
+        }
+    }
 }
 
 /// Writes `streams` accounts of `len` events each through annals, in
-/// appends of at most 5,000 events. Returns the seconds it took.
-async fn fill(store: &SqliteStore, streams: usize, len: usize) -> Result<Duration, Box<dyn Error>> {
+/// appends of at most 5,000 events. Returns the time it took.
+pub(crate) async fn fill(
+    store: &SqliteStore,
+    shape: Shape,
+    streams: usize,
+    len: usize,
+) -> Result<Duration, Box<dyn Error>> {
     let start = Instant::now();
     for s in 0..streams {
         let stream = StreamId::new(format!("account-{s}"))?;
-        let events: Vec<NewEvent> = history(len)
-            .map(|e| NewEvent::from_domain(&e, Metadata::default()))
+        let events: Vec<NewEvent> = (0..len)
+            .map(|n| account_event(shape, s, n))
+            .map(|e| NewEvent::from_domain(&e, shape.metadata()))
             .collect::<Result<_, _>>()?;
         for chunk in events.chunks(5_000) {
             store
@@ -47,39 +60,64 @@ async fn fill(store: &SqliteStore, streams: usize, len: usize) -> Result<Duratio
     Ok(start.elapsed())
 }
 
+/// Prints the mean size of the events in annals' log at `path`.
+pub(crate) fn print_event_sizes(
+    path: &Path,
+    shape: Shape,
+    report: &Report,
+) -> Result<(), Box<dyn Error>> {
+    raw::event_sizes(&raw::open_read_only(path)?, shape)?.report(report);
+    Ok(())
+}
+
 /// Loads an account the raw way: select its events in order, decode, fold.
-fn load_raw(conn: &rusqlite::Connection, stream: &str) -> Result<(Account, usize), Box<dyn Error>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT event_type, payload FROM events WHERE stream_id = ?1 ORDER BY version",
-    )?;
+/// In the realistic shape it selects the columns annals' replay reads
+/// (position, version, type, schema version, payload); in the small shape
+/// only type and payload, as earlier builds did.
+fn load_raw(
+    conn: &rusqlite::Connection,
+    shape: Shape,
+    stream: &str,
+) -> Result<(Account, usize), Box<dyn Error>> {
+    let mut statement = conn.prepare_cached(match shape {
+        Shape::Realistic => {
+            "SELECT event_type, payload, position, version, schema_version FROM events \
+             WHERE stream_id = ?1 ORDER BY version"
+        }
+        Shape::Small => {
+            "SELECT event_type, payload FROM events WHERE stream_id = ?1 ORDER BY version"
+        }
+    })?;
     let mut rows = statement.query([stream])?;
     let mut account = Account::default();
     let mut count = 0;
     while let Some(row) = rows.next()? {
         let event_type: String = row.get(0)?;
         let payload: String = row.get(1)?;
+        if shape == Shape::Realistic {
+            let (position, version, schema_version): (i64, i64, i64) =
+                (row.get(2)?, row.get(3)?, row.get(4)?);
+            std::hint::black_box((position, version, schema_version));
+        }
         account.fold(&decode_raw(&event_type, &payload)?);
         count += 1;
     }
     Ok((account, count))
 }
 
-fn open_raw(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-}
-
-/// `load`: rebuild accounts of 1,000 events each through the repository.
-/// Baseline: select the stream's rows, decode with serde, fold.
-pub(crate) async fn load(settings: Settings) -> Result<(), Box<dyn Error>> {
+/// `load`: rebuild 20 accounts of 1,000 events each through the repository
+/// (`--size` sets the events per account), 5 times over. Baseline: select
+/// the stream's rows, decode with serde, fold.
+pub(crate) async fn load(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
     const STREAMS: usize = 20;
     const LOADS: usize = 5;
     let len = settings.size.unwrap_or(1_000);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    fill(&store, STREAMS, len).await?;
+    fill(&store, settings.shape, STREAMS, len).await?;
     let repository = Repository::<Account, _>::new(store)?;
-    let raw = open_raw(&path)?;
+    let raw = raw::open_read_only(&path)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let (mut ours_events, mut baseline_events) = (0, 0);
     for _ in 0..LOADS {
@@ -89,7 +127,7 @@ pub(crate) async fn load(settings: Settings) -> Result<(), Box<dyn Error>> {
             ours += start.elapsed();
             ours_events += usize::try_from(loaded.replayed)?;
             let start = Instant::now();
-            let (account, count) = load_raw(&raw, &format!("account-{s}"))?;
+            let (account, count) = load_raw(&raw, settings.shape, &format!("account-{s}"))?;
             baseline += start.elapsed();
             baseline_events += count;
             if account != loaded.state {
@@ -97,9 +135,10 @@ pub(crate) async fn load(settings: Settings) -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    println!("streams: {STREAMS}");
-    println!("events_per_stream: {len}");
-    report::compare(
+    report.size("streams", STREAMS);
+    report.size("events_per_stream", len);
+    print_event_sizes(&path, settings.shape, report)?;
+    report.compare(
         "load",
         report::per_second(ours_events, ours),
         report::per_second(baseline_events, baseline),
@@ -107,153 +146,89 @@ pub(crate) async fn load(settings: Settings) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// `scan`: read the whole global log page by page and decode every event
-/// into the typed enum.
-///
-/// The baseline does the same work without the framework: it selects the
-/// same columns annals returns for each event (position, stream, version,
-/// id, type, schema version, payload, metadata, time) into plain values and
-/// decodes the payload with serde. A second, narrower baseline selects only
-/// type and payload, which is less work than a reader of the log needs
-/// (no positions to checkpoint, no stream, no metadata); it is printed for
-/// reference. Each side's peak memory during its scan is printed too, and
-/// how far it rose above the memory in use when the scan began.
-pub(crate) async fn scan(settings: Settings) -> Result<(), Box<dyn Error>> {
-    const STREAMS: usize = 200;
-    let total = settings.size.unwrap_or(1_000_000);
-    let len = total.div_ceil(STREAMS);
+/// `read-streams`: 1,000 streams of 1,000 events each (`--size` sets the
+/// streams, `--per-stream` the events of each), each read whole with
+/// `read_stream_to_end` (every column of every event, metadata decoded by
+/// the store) and each event's payload decoded with `decode`, then folded.
+/// Baseline: select the same columns of the stream's rows in version order,
+/// decode payload and metadata with serde, fold.
+pub(crate) async fn streams(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
+    let streams = settings.size.unwrap_or(1_000);
+    let len = settings.per_stream.unwrap_or(1_000);
+    let shape = settings.shape;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    let took = fill(&store, STREAMS, len).await?;
-    let total = STREAMS * len;
-    println!("events: {total}");
-    report::figure("fill", report::per_second(total, took), "events/s");
-    let mut best = [Duration::MAX; 3];
-    let mut rss = [0.0f64; 3];
-    let mut growth = [0.0f64; 3];
-    for _ in 0..3 {
-        for (side, time) in best.iter_mut().enumerate() {
-            report::reset_peak_rss();
-            let before = report::rss_mib().unwrap_or(0.0);
-            let start = Instant::now();
-            let (count, sum) = match side {
-                0 => scan_ours(&store).await?,
-                1 => scan_raw(&path, RawColumns::Envelope)?,
-                _ => scan_raw(&path, RawColumns::TypeAndPayload)?,
-            };
-            *time = (*time).min(start.elapsed());
-            let peak = report::peak_rss_mib().unwrap_or(0.0);
-            rss[side] = rss[side].max(peak);
-            growth[side] = growth[side].max(peak - before);
-            if count != total {
-                return Err(format!("scan {side} read {count} of {total} events").into());
+    let took = fill(&store, shape, streams, len).await?;
+    let raw = raw::open_read_only(&path)?;
+    let sql =
+        format!("SELECT {ENVELOPE_COLUMNS} FROM events WHERE stream_id = ?1 ORDER BY version");
+    let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
+    let (mut ours_events, mut baseline_events) = (0, 0);
+    let per_round = streams.div_ceil(ROUNDS);
+    for round in 0..ROUNDS {
+        let range = round * per_round..((round + 1) * per_round).min(streams);
+        let ids: Vec<StreamId> = range
+            .clone()
+            .map(|s| StreamId::new(format!("account-{s}")))
+            .collect::<Result<_, _>>()?;
+        let mut states = Vec::with_capacity(ids.len());
+        let start = Instant::now();
+        for stream in &ids {
+            let mut account = Account::default();
+            for recorded in store.read_stream_to_end(stream).await? {
+                account.fold(&recorded.decode::<BankEvent>()?);
+                std::hint::black_box(&recorded);
+                ours_events += 1;
             }
-            let _ = sum;
+            states.push(account);
         }
+        ours += start.elapsed();
+        let start = Instant::now();
+        for (stream, state) in ids.iter().zip(&states) {
+            let mut account = Account::default();
+            let mut statement = raw.prepare_cached(&sql)?;
+            let mut rows = statement.query([stream.as_str()])?;
+            while let Some(row) = rows.next()? {
+                let envelope = Envelope::from_row(row, shape)?;
+                account.fold(&envelope.event);
+                std::hint::black_box(&envelope);
+                baseline_events += 1;
+            }
+            if account != *state {
+                return Err(format!("the two reads of {stream} disagree").into());
+            }
+        }
+        baseline += start.elapsed();
     }
-    let [ours, baseline, narrow] = best.map(|took| report::per_second(total, took));
-    report::compare("scan", ours, baseline);
-    report::figure("baseline_scan_type_and_payload", narrow, "events/s");
-    println!(
-        "ratio_scan_type_and_payload: {:.2}",
-        ours / narrow.max(1e-9)
+    if ours_events != streams * len || baseline_events != ours_events {
+        return Err(format!("read {ours_events} and {baseline_events} events").into());
+    }
+    report.size("streams", streams);
+    report.size("events_per_stream", len);
+    print_event_sizes(&path, shape, report)?;
+    report.figure("fill", report::per_second(streams * len, took), "events/s");
+    report.compare(
+        "read_streams",
+        report::per_second(ours_events, ours),
+        report::per_second(baseline_events, baseline),
     );
-    report::figure("scan_peak_rss", rss[0], "MiB");
-    report::figure("scan_peak_rss_growth", growth[0], "MiB");
-    report::figure("baseline_scan_peak_rss", rss[1], "MiB");
-    report::figure("baseline_scan_peak_rss_growth", growth[1], "MiB");
     Ok(())
-}
-
-async fn scan_ours(store: &SqliteStore) -> Result<(usize, u64), Box<dyn Error>> {
-    let (mut count, mut sum) = (0, 0u64);
-    let mut after = Position::START;
-    loop {
-        let page = store.read_all(ReadAll::after(after)).await?;
-        if page.is_empty() {
-            break;
-        }
-        after = page.read_through;
-        for recorded in &page {
-            let event = BankEvent::decode(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )?;
-            if let BankEvent::Deposited { amount, .. } = event {
-                sum = sum.wrapping_add(amount);
-            }
-            count += 1;
-        }
-    }
-    Ok((count, sum))
-}
-
-/// Which columns the raw scan selects.
-#[derive(Clone, Copy, PartialEq)]
-enum RawColumns {
-    /// Everything annals returns for an event.
-    Envelope,
-    /// Only what decoding the payload needs.
-    TypeAndPayload,
-}
-
-/// An event as the raw scan reads it: plain values, no validation.
-#[allow(dead_code)]
-struct RawEvent {
-    position: i64,
-    stream_id: String,
-    version: i64,
-    event_id: Vec<u8>,
-    schema_version: i64,
-    metadata: Option<String>,
-    recorded_at: i64,
-}
-
-fn scan_raw(path: &Path, columns: RawColumns) -> Result<(usize, u64), Box<dyn Error>> {
-    let conn = open_raw(path)?;
-    let sql = match columns {
-        RawColumns::Envelope => {
-            "SELECT event_type, payload, position, stream_id, version, event_id, schema_version, \
-             metadata, recorded_at FROM events ORDER BY position"
-        }
-        RawColumns::TypeAndPayload => "SELECT event_type, payload FROM events ORDER BY position",
-    };
-    let mut statement = conn.prepare(sql)?;
-    let mut rows = statement.query([])?;
-    let (mut count, mut sum) = (0, 0u64);
-    while let Some(row) = rows.next()? {
-        let event_type: String = row.get(0)?;
-        let payload: String = row.get(1)?;
-        if columns == RawColumns::Envelope {
-            std::hint::black_box(RawEvent {
-                position: row.get(2)?,
-                stream_id: row.get(3)?,
-                version: row.get(4)?,
-                event_id: row.get(5)?,
-                schema_version: row.get(6)?,
-                metadata: row.get(7)?,
-                recorded_at: row.get(8)?,
-            });
-        }
-        if let BankEvent::Deposited { amount, .. } = decode_raw(&event_type, &payload)? {
-            sum = sum.wrapping_add(amount);
-        }
-        count += 1;
-    }
-    Ok((count, sum))
 }
 
 /// `load-snapshot`: load accounts of 10,000 events by replaying every event,
 /// then from a snapshot plus the tail. The ratio is snapshot over replay.
-pub(crate) async fn load_snapshot(settings: Settings) -> Result<(), Box<dyn Error>> {
+pub(crate) async fn load_snapshot(
+    settings: Settings,
+    report: &Report,
+) -> Result<(), Box<dyn Error>> {
     const STREAMS: usize = 5;
     const LOADS: usize = 3;
     let len = settings.size.unwrap_or(10_000);
     let dir = tempfile::tempdir()?;
-    let store = settings.open_store(&dir.path().join("annals.db")).await?;
-    fill(&store, STREAMS, len).await?;
+    let path = dir.path().join("annals.db");
+    let store = settings.open_store(&path).await?;
+    fill(&store, settings.shape, STREAMS, len).await?;
     let replaying = Repository::<Account, _>::new(store.clone())?;
     let snapshotting =
         Repository::<Account, _>::new(store.clone())?.with_snapshots(SnapshotPolicy::every(1_000));
@@ -285,14 +260,15 @@ pub(crate) async fn load_snapshot(settings: Settings) -> Result<(), Box<dyn Erro
         }
     }
     let loads = STREAMS * LOADS;
-    println!("streams: {STREAMS}");
-    println!("events_per_stream: {len}");
+    report.size("streams", STREAMS);
+    report.size("events_per_stream", len);
+    print_event_sizes(&path, settings.shape, report)?;
     let (with, without) = (
         report::per_second(loads, snap),
         report::per_second(loads, full),
     );
-    report::figure("load_with_snapshot", with, "loads/s");
-    report::figure("load_without_snapshot", without, "loads/s");
-    println!("ratio_load_snapshot: {:.2}", with / without.max(1e-9));
+    report.figure("load_with_snapshot", with, "loads/s");
+    report.figure("load_without_snapshot", without, "loads/s");
+    report.ratio("load_snapshot", with / without.max(1e-9));
     Ok(())
 }

@@ -1,6 +1,49 @@
 //! The output format: `name: value unit` lines and `ratio_<name>: x`.
+//!
+//! A scenario run once per durability prints its figures with a `_full`
+//! or `_relaxed` suffix; the sizes it was run at are printed once.
 
+use std::fmt::Display;
 use std::time::Duration;
+
+/// Where one run of a scenario prints its lines.
+pub(crate) struct Report {
+    /// Appended to every figure's name: `""`, `"_full"` or `"_relaxed"`.
+    suffix: &'static str,
+    /// Whether this is the scenario's first run, the one that prints its
+    /// sizes.
+    first: bool,
+}
+
+impl Report {
+    pub(crate) fn new(suffix: &'static str, first: bool) -> Self {
+        Report { suffix, first }
+    }
+
+    /// Prints a size the scenario was run at, once per scenario.
+    pub(crate) fn size(&self, name: &str, value: impl Display) {
+        if self.first {
+            println!("{name}: {value}");
+        }
+    }
+
+    /// Prints one figure of this run.
+    pub(crate) fn figure(&self, name: &str, value: f64, unit: &str) {
+        figure(&format!("{name}{}", self.suffix), value, unit);
+    }
+
+    /// Prints a ratio of this run (higher is better).
+    pub(crate) fn ratio(&self, name: &str, value: f64) {
+        println!("ratio_{name}{}: {value:.2}", self.suffix);
+    }
+
+    /// Prints ours and the baseline's throughput and their ratio.
+    pub(crate) fn compare(&self, name: &str, ours: f64, baseline: f64) {
+        self.figure(name, ours, "events/s");
+        self.figure(&format!("baseline_{name}"), baseline, "events/s");
+        self.ratio(name, ours / baseline.max(1e-9));
+    }
+}
 
 /// Events per second over a measured duration.
 pub(crate) fn per_second(count: usize, took: Duration) -> f64 {
@@ -8,19 +51,12 @@ pub(crate) fn per_second(count: usize, took: Duration) -> f64 {
 }
 
 /// Prints one figure.
-pub(crate) fn figure(name: &str, value: f64, unit: &str) {
+fn figure(name: &str, value: f64, unit: &str) {
     if value >= 100.0 {
         println!("{name}: {value:.0} {unit}");
     } else {
         println!("{name}: {value:.2} {unit}");
     }
-}
-
-/// Prints ours and the baseline's throughput and their ratio.
-pub(crate) fn compare(name: &str, ours: f64, baseline: f64) {
-    figure(name, ours, "events/s");
-    figure(&format!("baseline_{name}"), baseline, "events/s");
-    println!("ratio_{name}: {:.2}", ours / baseline.max(1e-9));
 }
 
 /// Resets the process's peak resident memory (Linux), so that the next

@@ -1,0 +1,129 @@
+//! The command line: which scenario, and the settings it runs with.
+
+use annals::sqlite::{Durability, OpenError, SqliteStore};
+
+use crate::shape::Shape;
+
+pub(crate) const USAGE: &str = "\
+usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both]
+                    [--size N] [--per-stream N]
+
+scenarios (default size in brackets):
+  append-seq          commands one at a time over 1,000 accounts [4,000 commands]
+  append-concurrent   commands from 64 tasks, 10 accounts each [12,800 commands]
+  command-seq         1,000 accounts opened, then deposits round-robin [20,000 events]
+  command-concurrent  the command-seq workload from 64 tasks [20,000 events]
+  load                aggregates of 1,000 events loaded through the repository
+                      [--size: events per aggregate]
+  load-snapshot       aggregates loaded by replay and from snapshots
+                      [--size: events per aggregate, 10,000]
+  scan                the whole log read and decoded [1,000,000 events]
+  scan-filtered       a category holding 1% of the log read with a filter,
+                      beside the unfiltered scan [1,000,000 events]
+  read-streams        whole streams read and decoded [--size: 1,000 streams,
+                      --per-stream: 1,000 events each]
+
+--shape       realistic (default): payloads of about 200 bytes, metadata of
+              about 110 (correlation and causation ids); small: the short
+              payloads and no metadata of earlier builds of the bench
+--durability  full, relaxed, or both (one run each, figures suffixed _full and
+              _relaxed); default both for append-* and command-*, else full";
+
+/// Settings shared by the scenarios, for one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) durability: Durability,
+    pub(crate) shape: Shape,
+    /// The scenario's main size (commands, events, or streams); each
+    /// scenario has its own default.
+    pub(crate) size: Option<usize>,
+    /// Events per stream, for the scenarios that read whole streams.
+    pub(crate) per_stream: Option<usize>,
+}
+
+impl Settings {
+    /// Opens an annals store at `path` with the run's durability.
+    pub(crate) async fn open_store(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<SqliteStore, OpenError> {
+        SqliteStore::options()
+            .path(path)
+            .durability(self.durability)
+            .open()
+            .await
+    }
+}
+
+/// What the command line asks for.
+pub(crate) struct Invocation {
+    pub(crate) scenario: String,
+    /// The durabilities named by `--durability`; `None` for the scenario's
+    /// default.
+    pub(crate) durabilities: Option<Vec<Durability>>,
+    /// The settings, with the first durability.
+    pub(crate) settings: Settings,
+}
+
+/// Parses the arguments after the program name.
+pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
+    let mut args = args.iter();
+    let scenario = args.next().ok_or(USAGE)?.clone();
+    let mut durabilities = None;
+    let mut settings = Settings {
+        durability: Durability::Full,
+        shape: Shape::Realistic,
+        size: None,
+        per_stream: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--durability" => {
+                durabilities = Some(match value.as_str() {
+                    "full" => vec![Durability::Full],
+                    "relaxed" => vec![Durability::Relaxed],
+                    "both" => vec![Durability::Full, Durability::Relaxed],
+                    other => {
+                        return Err(format!(
+                            "unknown durability {other:?}: full, relaxed or both"
+                        ))
+                    }
+                });
+            }
+            "--shape" => {
+                settings.shape = match value.as_str() {
+                    "realistic" => Shape::Realistic,
+                    "small" => Shape::Small,
+                    other => return Err(format!("unknown shape {other:?}: realistic or small")),
+                }
+            }
+            "--size" => settings.size = Some(count(flag, value)?),
+            "--per-stream" => settings.per_stream = Some(count(flag, value)?),
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(Invocation {
+        scenario,
+        durabilities,
+        settings,
+    })
+}
+
+fn count(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(0) => Err(format!("{flag} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{flag} {value:?} is not a number")),
+    }
+}
+
+/// The name of a durability in the output.
+pub(crate) fn durability_name(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Relaxed => "relaxed",
+        _ => "full",
+    }
+}
