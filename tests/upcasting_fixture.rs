@@ -529,8 +529,8 @@ async fn upcast_events_keep_their_stored_type_and_version_visible() -> TestResul
         );
         assert_eq!(
             (
-                deposited.stored_event_type.as_str(),
-                deposited.stored_schema_version
+                deposited.stored_event_type().as_str(),
+                deposited.stored_schema_version()
             ),
             ("MoneyDeposited", 1),
             "{label}"
@@ -732,7 +732,9 @@ async fn upcasters_with_a_missing_step_fail_with_missing_step() -> TestResult {
         let err = raw.events[0].decode::<GappedEvent>().unwrap_err();
         assert_eq!(
             err.source,
-            DecodeError::InvalidUpcasters(missing.clone()),
+            DecodeError::InvalidUpcasters {
+                source: missing.clone()
+            },
             "{label}"
         );
     }

@@ -6,7 +6,7 @@ use crate::shape::Shape;
 
 pub(crate) const USAGE: &str = "\
 usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both]
-                    [--size N] [--per-stream N]
+                    [--size N] [--per-stream N] [--sync-interval MS]
 
 scenarios (default size in brackets):
   append-seq          commands one at a time over 1,000 accounts [4,000 commands]
@@ -27,7 +27,10 @@ scenarios (default size in brackets):
               about 110 (correlation and causation ids); small: the short
               payloads and no metadata of earlier builds of the bench
 --durability  full, relaxed, or both (one run each, figures suffixed _full and
-              _relaxed); default both for append-* and command-*, else full";
+              _relaxed); default both for append-* and command-*, else full
+--sync-interval  with relaxed durability, how often annals syncs the WAL, in
+              milliseconds (default: the store's, 50); a large value shows
+              what the bound on loss costs";
 
 /// Settings shared by the scenarios, for one run.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) size: Option<usize>,
     /// Events per stream, for the scenarios that read whole streams.
     pub(crate) per_stream: Option<usize>,
+    /// The relaxed store's sync interval, when not the default.
+    pub(crate) sync_interval: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -47,11 +52,15 @@ impl Settings {
         &self,
         path: &std::path::Path,
     ) -> Result<SqliteStore, OpenError> {
-        SqliteStore::options()
+        let options = SqliteStore::options()
             .path(path)
-            .durability(self.durability)
-            .open()
-            .await
+            .durability(self.durability);
+        match self.sync_interval {
+            Some(interval) => options.sync_interval(interval),
+            None => options,
+        }
+        .open()
+        .await
     }
 }
 
@@ -75,6 +84,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
         shape: Shape::Realistic,
         size: None,
         per_stream: None,
+        sync_interval: None,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -102,6 +112,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
             }
             "--size" => settings.size = Some(count(flag, value)?),
             "--per-stream" => settings.per_stream = Some(count(flag, value)?),
+            "--sync-interval" => {
+                let millis = u64::try_from(count(flag, value)?).unwrap_or(u64::MAX);
+                settings.sync_interval = Some(std::time::Duration::from_millis(millis));
+            }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }

@@ -96,7 +96,7 @@ impl RecordedEvent {
         let upcasters = match registry_of::<E>() {
             Ok(Some(upcasters)) => upcasters,
             Ok(None) => return first,
-            Err(error) => return Err(DecodeError::InvalidUpcasters(error)),
+            Err(source) => return Err(DecodeError::InvalidUpcasters { source }),
         };
         let name = self.event_type.as_str();
         if !upcasters.needs_upcast(name, self.schema_version) && !upcasters.is_old_name(name) {

@@ -134,8 +134,11 @@ pub enum DecodeError {
         parts: usize,
     },
     /// The type's upcasters do not form a valid chain: fix them.
-    #[error("the upcasters of the event type are invalid: {0}")]
-    InvalidUpcasters(RegistryError),
+    #[error("the upcasters of the event type are invalid: {source}")]
+    InvalidUpcasters {
+        /// What is wrong with them.
+        source: RegistryError,
+    },
 }
 
 impl DecodeError {

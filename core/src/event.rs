@@ -326,8 +326,9 @@ impl NewEvent {
 ///
 /// Read through an upcasting store, an old event arrives in its current
 /// form: `event_type`, `schema_version` and `payload` are the upcast ones,
-/// while `stored_event_type` and `stored_schema_version` still say what is
-/// in the store, for debugging.
+/// while [`stored_event_type`](RecordedEvent::stored_event_type) and
+/// [`stored_schema_version`](RecordedEvent::stored_schema_version) still
+/// say what is in the store, for debugging.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RecordedEvent {
@@ -349,10 +350,9 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
     /// When the store recorded it.
     pub recorded_at: Timestamp,
-    /// The type name in the store, before any upcasting.
-    pub stored_event_type: EventType,
-    /// The schema version in the store, before any upcasting.
-    pub stored_schema_version: u32,
+    /// The stored type and schema version, when upcasting changed them;
+    /// kept only then, so that reading an event costs nothing for it.
+    pub(crate) upcast_from: Option<(EventType, u32)>,
 }
 
 /// The stored parts of an event, from which a backend builds a
@@ -386,10 +386,9 @@ impl From<RecordedParts> for RecordedEvent {
             stream_id: parts.stream_id,
             version: parts.version,
             event_id: parts.event_id,
-            stored_event_type: parts.event_type.clone(),
             event_type: parts.event_type,
-            stored_schema_version: parts.schema_version,
             schema_version: parts.schema_version,
+            upcast_from: None,
             payload: parts.payload,
             metadata: parts.metadata,
             recorded_at: parts.recorded_at,
@@ -400,8 +399,21 @@ impl From<RecordedParts> for RecordedEvent {
 impl RecordedEvent {
     /// Whether upcasting changed this event's type or schema version.
     pub fn was_upcast(&self) -> bool {
-        self.event_type != self.stored_event_type
-            || self.schema_version != self.stored_schema_version
+        self.upcast_from.is_some()
+    }
+
+    /// The type name in the store, before any upcasting.
+    pub fn stored_event_type(&self) -> &EventType {
+        self.upcast_from
+            .as_ref()
+            .map_or(&self.event_type, |(event_type, _)| event_type)
+    }
+
+    /// The schema version in the store, before any upcasting.
+    pub fn stored_schema_version(&self) -> u32 {
+        self.upcast_from
+            .as_ref()
+            .map_or(self.schema_version, |(_, version)| *version)
     }
 }
 

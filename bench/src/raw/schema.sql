@@ -1,4 +1,4 @@
--- The baseline's table: annals' columns and indexes, so that both sides
+-- The baseline's table: annals' columns and index, so that both sides
 -- store the same bytes and keep the same indexes up to date.
 CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY,
@@ -16,4 +16,3 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_category
     ON events (substr(stream_id, 1, instr(stream_id, '-') - 1), position);
 
-CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type, position);

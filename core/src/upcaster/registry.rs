@@ -285,12 +285,19 @@ impl Upcasters {
             let invalid = |reason: String| UpcastError::Invalid { reason };
             let payload = Payload::encode(&item.payload).map_err(|e| invalid(e.to_string()))?;
             let event_type = EventType::new(item.event_type).map_err(|e| invalid(e.to_string()))?;
+            let changed =
+                event_type != event.event_type || item.schema_version != event.schema_version;
+            let upcast_from = event
+                .upcast_from
+                .clone()
+                .or_else(|| changed.then(|| (event.event_type.clone(), event.schema_version)));
             out.push(RecordedEvent {
                 event_id: part_id(event.event_id, part),
                 event_type,
                 schema_version: item.schema_version,
                 payload,
                 metadata: item.metadata,
+                upcast_from,
                 ..event.clone()
             });
         }

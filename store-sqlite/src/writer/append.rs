@@ -8,11 +8,18 @@ use rusqlite::Connection;
 use crate::error::{backend, is_unique_violation};
 use crate::row::{event_from_row, to_sql_int, Names};
 use crate::writer::fault::{Faults, Step};
-use crate::writer::transaction::execute;
 
 const INSERT_EVENT: &str = include_str!("insert_event.sql");
 const STREAM_VERSION: &str = include_str!("stream_version.sql");
 const BY_EVENT_ID: &str = include_str!("by_event_id.sql");
+
+/// Runs one statement of transaction control (`BEGIN`, `COMMIT`,
+/// `SAVEPOINT`...) from the statement cache: every commit runs several, and
+/// parsing them again each time costs more than running them.
+pub(crate) fn execute(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
 
 /// One append's view of the write connection, inside the batch's
 /// transaction. `undo` rolls back to where the append began: a savepoint

@@ -17,7 +17,7 @@ use rusqlite::Connection;
 
 use crate::error::backend;
 use crate::row::to_sql_int;
-use crate::writer::append::SqliteTarget;
+use crate::writer::append::{execute, SqliteTarget};
 use crate::writer::fault::{Faults, Step};
 
 const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
@@ -106,14 +106,6 @@ pub(crate) enum Outcome {
         answers: Vec<Answer>,
         error: BackendError,
     },
-}
-
-/// Runs one statement of transaction control (`BEGIN`, `COMMIT`,
-/// `SAVEPOINT`...) from the statement cache: every commit runs several, and
-/// parsing them again each time costs more than running them.
-pub(crate) fn execute(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
 }
 
 /// The batch's transaction: rolled back on drop unless committed.
