@@ -7,8 +7,6 @@ use std::error::Error;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::Repository;
-
 use crate::model::{command, event_for, Account};
 use crate::raw::{self, RawLog};
 use crate::report::{self, Report};
@@ -41,7 +39,7 @@ pub(crate) async fn commands_in_sequence(
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    let repository = Repository::<Account, _>::new(store)?;
+    let repository = settings.repository::<Account, _>(store)?;
     let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = commands.div_ceil(ROUNDS);
@@ -87,7 +85,7 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    let repository = Repository::<Account, _>::new(store)?;
+    let repository = settings.repository::<Account, _>(store)?;
     let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
     let mut versions: HashMap<String, i64> = HashMap::new();
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);

@@ -5,8 +5,6 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use annals::Repository;
-
 use crate::append::{commands_in_sequence, same_shape, ROUNDS};
 use crate::model::{command, event_for, Account, Refused};
 use crate::raw::RawLog;
@@ -39,7 +37,7 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    let repository = Repository::<Account, _>::new(store)?;
+    let repository = settings.repository::<Account, _>(store)?;
     let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = commands.div_ceil(ROUNDS);

@@ -6,7 +6,7 @@ use crate::shape::Shape;
 
 pub(crate) const USAGE: &str = "\
 usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both]
-                    [--size N] [--per-stream N] [--sync-interval MS]
+                    [--size N] [--per-stream N] [--sync-interval MS] [--cache N]
 
 scenarios (default size in brackets):
   append-seq          commands one at a time over 1,000 accounts [4,000 commands]
@@ -30,7 +30,9 @@ scenarios (default size in brackets):
               _relaxed); default both for append-* and command-*, else full
 --sync-interval  with relaxed durability, how often annals syncs the WAL, in
               milliseconds (default: the store's, 50); a large value shows
-              what the bound on loss costs";
+              what the bound on loss costs
+--cache       how many aggregates the repository caches in the command
+              scenarios (default: the repository's, 1,024); 0 turns it off";
 
 /// Settings shared by the scenarios, for one run.
 #[derive(Debug, Clone, Copy)]
@@ -44,9 +46,23 @@ pub(crate) struct Settings {
     pub(crate) per_stream: Option<usize>,
     /// The relaxed store's sync interval, when not the default.
     pub(crate) sync_interval: Option<std::time::Duration>,
+    /// The repository's cache size, when not the default.
+    pub(crate) cache: Option<usize>,
 }
 
 impl Settings {
+    /// A repository for the command scenarios, with the run's cache size.
+    pub(crate) fn repository<A: annals::Aggregate, S: annals::EventStore>(
+        &self,
+        store: S,
+    ) -> Result<annals::Repository<A, S>, annals::AggregateError> {
+        let repository = annals::Repository::new(store)?;
+        Ok(match self.cache {
+            Some(n) => repository.with_cache(annals::CacheSize::entries(n)),
+            None => repository,
+        })
+    }
+
     /// Opens an annals store at `path` with the run's durability.
     pub(crate) async fn open_store(
         &self,
@@ -85,6 +101,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
         size: None,
         per_stream: None,
         sync_interval: None,
+        cache: None,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -112,6 +129,12 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
             }
             "--size" => settings.size = Some(count(flag, value)?),
             "--per-stream" => settings.per_stream = Some(count(flag, value)?),
+            "--cache" => {
+                let n = value
+                    .parse()
+                    .map_err(|_| format!("--cache {value:?} is not a number"))?;
+                settings.cache = Some(n);
+            }
             "--sync-interval" => {
                 let millis = u64::try_from(count(flag, value)?).unwrap_or(u64::MAX);
                 settings.sync_interval = Some(std::time::Duration::from_millis(millis));

@@ -27,6 +27,29 @@
 //!   default): while anyone watches, a thread polls the file's
 //!   `data_version`.
 //!
+//! # How appends are committed, and why it is safe
+//!
+//! One connection writes, and one committer at a time holds it. An append
+//! that finds no commit in progress becomes that committer: it commits on
+//! its caller's own thread (inside `block_in_place` on a multi-threaded
+//! tokio runtime) and answers itself, with no hand-off to another thread
+//! and back. Appends that arrive meanwhile queue up; when the commit ends
+//! they go, all at once, to the writer thread, which commits each group in
+//! one transaction until the queue is empty. Who holds the connection
+//! changes only under one lock, where it is taken and put back, so two
+//! commits never overlap; a caller that stops waiting cannot leave the
+//! connection behind, because its commit and the hand-over run in one
+//! blocking call that finishes regardless. Positions are assigned inside
+//! the write transaction, so commit order is position order.
+//!
+//! Measured with `annals-bench` (medians of 5, 2 cores, events of about
+//! 200 bytes with 110 bytes of metadata, beside raw rusqlite on the same
+//! schema): commands one at a time run at 0.98× raw SQLite's rate with
+//! full durability and 0.96× with relaxed durability (about 3.8× faster
+//! than full); 64 concurrent commands run at 8.3× raw SQLite committing one
+//! event per transaction. The relaxed sync costs about 4% of a steady
+//! stream of commands.
+//!
 //! ```
 //! use annals_core::prelude::*;
 //! use annals_core::{ExpectedVersion, NewEvent, Payload, StreamId};
