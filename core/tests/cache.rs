@@ -175,3 +175,19 @@ async fn cached_commands_keep_taking_snapshots() -> TestResult {
     }
     Err("no snapshot of version 4 was taken".into())
 }
+
+#[tokio::test]
+async fn stale_cache_never_refuses_a_command_that_fresh_state_accepts() -> TestResult {
+    let store = InMemoryStore::new();
+    let here = Repository::<Account, _>::new(store.clone())?;
+    let elsewhere = Repository::<Account, _>::new(store.clone())?;
+    here.execute("1", open("ada"), &ctx()).await?; // `here` caches a balance of 0
+    elsewhere.execute("1", deposit(100), &ctx()).await?;
+    // On the cached state this withdrawal is refused; no append would ever
+    // reveal the staleness, so the refusal is decided again on fresh state.
+    let done = here
+        .execute("1", AccountCommand::Withdraw { amount: 50 }, &ctx())
+        .await?;
+    assert_eq!((done.version, done.state.balance), (3, 50));
+    Ok(())
+}

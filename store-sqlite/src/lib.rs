@@ -37,10 +37,12 @@
 //! they go, all at once, to the writer thread, which commits each group in
 //! one transaction until the queue is empty. Who holds the connection
 //! changes only under one lock, where it is taken and put back, so two
-//! commits never overlap; a caller that stops waiting cannot leave the
-//! connection behind, because its commit and the hand-over run in one
-//! blocking call that finishes regardless. Positions are assigned inside
-//! the write transaction, so commit order is position order.
+//! commits never overlap. A caller's turn to commit is a guard: whether the
+//! commit runs, is dropped unrun (a runtime shutting down its blocking
+//! pool) or unwinds, dropping the guard gives the connection back and hands
+//! the queue on, and a write that never ran goes back in line, so no caller
+//! can leave the writer stuck. Positions are assigned inside the write
+//! transaction, so commit order is position order.
 //!
 //! Measured with `annals-bench` (medians of 5, 2 cores, events of about
 //! 200 bytes with 110 bytes of metadata, beside raw rusqlite on the same

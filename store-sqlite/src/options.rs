@@ -172,8 +172,12 @@ impl SqliteOptions {
     /// With [`Durability::Relaxed`], the longest an acknowledged append
     /// waits to be made durable: the writer syncs the WAL at least this
     /// often while there are unsynced commits. What a power loss can take
-    /// back is the commits of this last interval. More than 0; ignored with
-    /// full durability, where every commit is synced.
+    /// back is the commits of this last interval, plus the time the sync
+    /// itself takes, plus, when another process holds the write lock, up to
+    /// [`busy_timeout`](SqliteOptions::busy_timeout) of waiting for it. A
+    /// sync that fails (a full disk) is logged and tried again an interval
+    /// later. More than 0; an interval too long for a clock to reach means
+    /// "never"; ignored with full durability, where every commit is synced.
     pub fn sync_interval(mut self, interval: Duration) -> Self {
         self.sync_interval = interval;
         self
@@ -226,11 +230,20 @@ impl SqliteOptions {
         if self.path.is_none() {
             return invalid("path", "must be set");
         }
-        if self.read_pool_size == 0 {
-            return invalid("read_pool_size", "must be at least 1");
+        // Bounds past which the pieces that hold these values would fail.
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.read_pool_size == 0 || self.read_pool_size > most {
+            return invalid("read_pool_size", &format!("must be from 1 to {most}"));
         }
-        if self.queue_capacity == 0 {
-            return invalid("queue_capacity", "must be at least 1");
+        if self.queue_capacity == 0 || self.queue_capacity > most {
+            return invalid("queue_capacity", &format!("must be from 1 to {most}"));
+        }
+        // SQLite keeps the busy timeout in milliseconds, in a C int.
+        if self.busy_timeout.as_millis() > i32::MAX as u128 {
+            return invalid(
+                "busy_timeout",
+                "must be at most 2^31 - 1 milliseconds (24.8 days)",
+            );
         }
         if self.max_batch_appends == 0 {
             return invalid("max_batch_appends", "must be at least 1");

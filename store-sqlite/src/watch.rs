@@ -9,6 +9,7 @@
 //! another process's commit; a store nobody watches polls nothing.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -23,6 +24,8 @@ use crate::schema;
 pub(crate) struct Head {
     /// `None` once the store is closed: watchers then get `StoreClosed`.
     sender: Mutex<Option<watch::Sender<Position>>>,
+    /// The head when the store closed, for watches made afterwards.
+    closed_at: AtomicU64,
     poller: Mutex<Poller>,
     /// Wakes the poller early to stop.
     stop: Condvar,
@@ -42,6 +45,7 @@ impl Head {
         let (sender, _) = watch::channel(head);
         Arc::new(Head {
             sender: Mutex::new(Some(sender)),
+            closed_at: AtomicU64::new(head.0),
             poller: Mutex::new(Poller::default()),
             stop: Condvar::new(),
             options,
@@ -70,8 +74,9 @@ impl Head {
             let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
             match sender.as_ref() {
                 Some(sender) => sender.subscribe(),
-                // Closed: a watch whose waits fail at once.
-                None => watch::channel(Position::START).1,
+                // Closed: a watch of the last head, whose waits for a
+                // later one fail at once.
+                None => watch::channel(Position(self.closed_at.load(Ordering::Relaxed))).1,
             }
         };
         self.ensure_polling();
@@ -108,15 +113,28 @@ impl Head {
         }
     }
 
-    /// The poller: runs while anyone watches and the store is open.
+    /// The poller: runs while anyone watches and the store is open. However
+    /// it ends, a panic included, it says it no longer runs, so that the
+    /// next watch starts another.
     fn poll(&self) {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_loop()));
+        if polled.is_err() {
+            tracing::error!("the head poller panicked");
+            let mut poller = self.poller.lock().unwrap_or_else(PoisonError::into_inner);
+            poller.running = false;
+        }
+    }
+
+    fn poll_loop(&self) {
         let mut conn: Option<Connection> = None;
         let mut seen: Option<i64> = None;
         let mut poller = self.poller.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
+            // A stop asked for while this poller was checking is seen here
+            // at once, not after another interval.
             poller = self
                 .stop
-                .wait_timeout(poller, self.options.head_poll_interval)
+                .wait_timeout_while(poller, self.options.head_poll_interval, |p| !p.stopping)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             // Checked under the lock that `watch` starts pollers under, so
@@ -128,7 +146,10 @@ impl Head {
             drop(poller);
             if let Err(e) = self.check(&mut conn, &mut seen) {
                 tracing::debug!(error = %e, "polling the head failed; trying again");
+                // `data_version` values of two connections say nothing of
+                // each other: a new connection starts afresh.
                 conn = None;
+                seen = None;
             }
             poller = self.poller.lock().unwrap_or_else(PoisonError::into_inner);
         }
@@ -148,9 +169,10 @@ impl Head {
             .pragma_query_value(None, "data_version", |r| r.get(0))
             .map_err(|e| e.to_string())?;
         if *seen != Some(version) {
-            *seen = Some(version);
             let head = crate::read::head(conn).map_err(|e| e.to_string())?;
             self.publish(head);
+            // Only once the head is out: a failed read is tried again.
+            *seen = Some(version);
         }
         Ok(())
     }
@@ -166,9 +188,13 @@ impl Head {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        self.sender
+        let sender = self
+            .sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        if let Some(sender) = sender {
+            self.closed_at.store(sender.borrow().0, Ordering::Relaxed);
+        }
     }
 }

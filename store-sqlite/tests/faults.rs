@@ -257,6 +257,52 @@ async fn open_fails_with_invalid_options_naming_the_setting() -> TestResult {
         ),
         "{err:?}"
     );
+    // Values past what the pieces holding them can take are refused by
+    // name, never a panic.
+    let too_large = [
+        (
+            "queue_capacity",
+            SqliteStore::options().queue_capacity(usize::MAX),
+        ),
+        (
+            "read_pool_size",
+            SqliteStore::options().read_pool_size(usize::MAX),
+        ),
+        (
+            "busy_timeout",
+            SqliteStore::options().busy_timeout(Duration::from_secs(30 * 86_400)),
+        ),
+    ];
+    for (name, options) in too_large {
+        let err = options
+            .path(dir.path().join("x.db"))
+            .open()
+            .await
+            .err()
+            .ok_or(name)?;
+        assert!(
+            matches!(&err, OpenError::InvalidOptions { setting, .. } if *setting == name),
+            "{err:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_store_with_a_sync_interval_too_long_to_reach_keeps_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::options()
+        .path(dir.path().join("events.db"))
+        .durability(annals_sqlite::Durability::Relaxed)
+        .sync_interval(Duration::MAX)
+        .open()
+        .await?;
+    for n in 0..3 {
+        store
+            .append_to_stream(&stream("a-1"), ExpectedVersion::Any, vec![event(n)])
+            .await?;
+    }
+    store.close().await;
     Ok(())
 }
 

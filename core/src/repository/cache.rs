@@ -5,9 +5,11 @@
 //! copy of it and appends with `Exact(that version)`: if anyone else
 //! appended in between (another process, another repository), the store
 //! refuses, the entry is dropped, and the command is decided again on a
-//! fresh load. A stale entry can therefore cost a retry, never an append
-//! decided on stale state. The cache is bounded by entries and evicts the
-//! least recently used.
+//! fresh load. A command that appends nothing (refused, or deciding
+//! nothing) is decided again on a fresh load too. A stale entry can
+//! therefore cost a second decision, never an answer decided on stale
+//! state. The cache is bounded by entries and evicts the least recently
+//! used.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};

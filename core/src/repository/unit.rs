@@ -19,8 +19,7 @@
 //! sees some without the others.
 //!
 //! A repository that caches an aggregate a unit then changes finds out at
-//! its next command on it: the append meets a conflict, and the command is
-//! decided again on fresh state.
+//! its next command on it, which is decided again on fresh state.
 
 use std::any::Any;
 use std::future::Future;

@@ -45,7 +45,7 @@ impl ReadPool {
         Arc::new(ReadPool {
             options,
             path,
-            idle: Mutex::new(Vec::with_capacity(size)),
+            idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
         })
     }
@@ -158,6 +158,11 @@ impl ReadPool {
     }
 
     fn put(&self, conn: Connection) {
+        // After `close`, a connection coming back from a read is closed,
+        // not kept past the store.
+        if self.permits.is_closed() {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }

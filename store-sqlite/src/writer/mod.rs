@@ -80,6 +80,8 @@ struct Shared {
     /// Wakes the writer thread: work was handed to it, a sync is due, or
     /// the store is closing.
     wake: Condvar,
+    /// Signals that the writer thread stopped.
+    stopped: Condvar,
     /// Room in the queue; closed when the store closes.
     room: Arc<Semaphore>,
     options: SqliteOptions,
@@ -127,7 +129,10 @@ struct State {
     conn: Option<Connection>,
     pending: VecDeque<Job>,
     closed: bool,
-    /// When the first commit not yet synced ended (relaxed durability).
+    /// The writer thread has stopped: the store is closed and done.
+    stopped: bool,
+    /// When the first commit not yet synced ended (relaxed durability), or
+    /// when a sync last failed: a sync is due an interval after it.
     unsynced_since: Option<Instant>,
 }
 
@@ -153,9 +158,11 @@ impl Writer {
                 conn: Some(conn),
                 pending: VecDeque::new(),
                 closed: false,
+                stopped: false,
                 unsynced_since: None,
             }),
             wake: Condvar::new(),
+            stopped: Condvar::new(),
             room: Arc::new(Semaphore::new(options.queue_capacity)),
             faults: Faults::from_options(&options),
             options,
@@ -167,7 +174,7 @@ impl Writer {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
-                .spawn(move || shared.run_thread())
+                .spawn(move || shared.run_thread_until_closed())
                 .map_err(|e| {
                     BackendError::with_source(
                         BackendErrorKind::Other,
@@ -224,17 +231,33 @@ impl Writer {
             }
             if state.leader == Leader::None {
                 state.leader = Leader::Caller;
-                Some((job, state.conn.take()))
+                Some(Lead {
+                    shared: self.shared.clone(),
+                    job: Some(job),
+                    conn: state.conn.take(),
+                    wrote: Wrote::Nothing,
+                })
             } else {
                 state.pending.push_back(job);
                 None
             }
         };
-        if let Some((job, conn)) = lead {
-            let shared = self.shared.clone();
-            crate::blocking::run(move || shared.lead(job, conn)).await?;
+        if let Some(lead) = lead {
+            // Whatever becomes of this call (the blocking pool may drop the
+            // work unrun at shutdown), the lead hands over when dropped and
+            // the job is answered by whoever commits it: the answer below
+            // is the one to wait for.
+            let _ = crate::blocking::run(move || lead.commit()).await;
         }
-        answer.await.map_err(|_| BackendError::closed())
+        match answer.await {
+            Ok(answer) => Ok(answer),
+            Err(_) if self.shared.lock().closed => Err(BackendError::closed()),
+            // The write was dropped halfway (a panic in the writer).
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::OutcomeUnknown,
+                "the writer failed while committing; retrying with the same event ids is safe",
+            )),
+        }
     }
 
     /// What the writer has done so far.
@@ -267,9 +290,22 @@ impl Writer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                tracing::error!("the SQLite writer thread panicked");
+        match thread {
+            Some(thread) => {
+                if thread.join().is_err() {
+                    tracing::error!("the SQLite writer thread panicked");
+                }
+            }
+            // Another close is joining the thread: wait for it to stop too.
+            None => {
+                let mut state = self.shared.lock();
+                while !state.stopped {
+                    state = self
+                        .shared
+                        .stopped
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
             }
         }
     }
@@ -296,13 +332,20 @@ impl Shared {
         self.options.durability == Durability::Relaxed
     }
 
-    /// A caller's commit of its own write, then the hand-over.
-    fn lead(&self, job: Job, conn: Option<Connection>) {
-        self.stats.caller_commits.fetch_add(1, Ordering::Relaxed);
-        let (conn, wrote) = self.commit(conn, vec![job]);
+    /// Gives the connection back after a caller's commit and hands over:
+    /// to the writer thread if work queued meanwhile, else to no one.
+    fn hand_over(&self, conn: Option<Connection>, wrote: Wrote, unrun: Option<Job>) {
         let mut state = self.lock();
         state.conn = conn;
         self.note_commit(&mut state, wrote);
+        if let Some(job) = unrun {
+            if state.closed {
+                let _ = job.reply.send(job.work.failed(BackendError::closed()));
+            } else {
+                // It never ran: it goes first in line.
+                state.pending.push_front(job);
+            }
+        }
         if !state.pending.is_empty() && !state.closed {
             state.leader = Leader::Thread;
             self.wake.notify_one();
@@ -315,6 +358,24 @@ impl Shared {
         }
     }
 
+    /// Runs the writer thread until the store closes. A panic in it (a bug)
+    /// is logged and the thread carries on, so that queued work is never
+    /// left to a thread that is gone.
+    fn run_thread_until_closed(&self) {
+        loop {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_thread())) {
+                Ok(()) => break,
+                Err(_) => {
+                    tracing::error!("the SQLite writer thread panicked; carrying on");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let mut state = self.lock();
+        state.stopped = true;
+        self.stopped.notify_all();
+    }
+
     /// The writer thread: commits what callers hand over, and the syncs
     /// relaxed durability is due, until the store closes.
     fn run_thread(&self) {
@@ -324,7 +385,7 @@ impl Shared {
                 break;
             }
             if state.leader != Leader::Thread {
-                let due = self.sync_due(&state);
+                let due = self.sync_due(&state).filter(|_| !state.closed);
                 match due {
                     Some(wait) if wait.is_zero() && state.leader == Leader::None => {
                         state.leader = Leader::Thread;
@@ -341,7 +402,8 @@ impl Shared {
                 }
                 continue;
             }
-            if self.sync_due(&state).is_some_and(|wait| wait.is_zero())
+            if !state.closed
+                && self.sync_due(&state).is_some_and(|wait| wait.is_zero())
                 && !state.pending.iter().any(|j| matches!(j.work, Work::Sync))
             {
                 // First in line, so that it joins this very group.
@@ -360,11 +422,15 @@ impl Shared {
             state.conn = conn;
             self.note_commit(&mut state, wrote);
         }
-        // Closing: make relaxed commits durable before the connection goes.
+        // Closing: make relaxed commits durable before the connection goes,
+        // in one last attempt.
         if state.unsynced_since.is_some() {
             let conn = state.conn.take();
             drop(state);
-            let (conn, _) = self.commit(conn, vec![sync_job()]);
+            let (conn, wrote) = self.commit(conn, vec![sync_job()]);
+            if wrote != Wrote::Synced {
+                tracing::warn!("the last commits before closing could not be synced");
+            }
             state = self.lock();
             state.conn = conn;
         }
@@ -394,7 +460,9 @@ impl Shared {
     /// or nothing unsynced).
     fn sync_due(&self, state: &State) -> Option<Duration> {
         let since = state.unsynced_since?;
-        Some((since + self.options.sync_interval).saturating_duration_since(Instant::now()))
+        // An interval past what an `Instant` can hold means: never.
+        let due = since.checked_add(self.options.sync_interval)?;
+        Some(due.saturating_duration_since(Instant::now()))
     }
 
     /// Records a commit's effect on what relaxed durability left unsynced.
@@ -406,6 +474,12 @@ impl Shared {
             Wrote::Synced => {
                 state.unsynced_since = None;
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Wrote::SyncFailed => {
+                // Try again an interval from now, not at once: a disk that
+                // refuses now (full, gone) is not helped by a tight loop.
+                tracing::warn!("syncing relaxed commits failed; trying again after the interval");
+                state.unsynced_since = Some(Instant::now());
             }
             Wrote::Unsynced if state.unsynced_since.is_none() => {
                 state.unsynced_since = Some(Instant::now());
@@ -440,25 +514,40 @@ impl Shared {
     /// closed it), publishes the new head, answers every job, and returns
     /// the connection (`None` if it must be reopened) and what was written.
     fn commit(&self, conn: Option<Connection>, batch: Vec<Job>) -> (Option<Connection>, Wrote) {
+        let sync = self.relaxed() && batch.iter().any(|j| matches!(j.work, Work::Sync));
+        // What a commit that failed wrote is unknown: count it as unsynced,
+        // or, when it was to sync, as a failed sync.
+        let failed = if sync {
+            Wrote::SyncFailed
+        } else {
+            Wrote::Unsynced
+        };
         let conn = match conn.map_or_else(|| self.reopen(), Ok) {
             Ok(conn) => conn,
             Err(error) => {
                 answer_all(batch, &error);
-                return (None, Wrote::Nothing);
+                let wrote = if sync { failed } else { Wrote::Nothing };
+                return (None, wrote);
             }
         };
-        let sync = self.relaxed() && batch.iter().any(|j| matches!(j.work, Work::Sync));
-        // A write that panics must not leave the connection in limbo, nor
-        // its callers waiting: the connection is dropped and reopened.
+        // A write that panics must not leave the connection in limbo: the
+        // connection is dropped and reopened, and the callers whose answer
+        // was lost learn that the outcome is unknown.
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.commit_on(&conn, batch, sync)
         }));
         match committed {
-            Ok(Ok(wrote)) => (Some(conn), wrote),
-            Ok(Err(())) => (None, Wrote::Unsynced),
+            // A connection still inside a transaction (a rollback that
+            // failed) would refuse every later BEGIN: reopen instead.
+            Ok(Ok(wrote)) if conn.is_autocommit() => (Some(conn), wrote),
+            Ok(Ok(_)) => {
+                tracing::warn!("the write connection is stuck in a transaction; reopening");
+                (None, failed)
+            }
+            Ok(Err(())) => (None, failed),
             Err(_) => {
                 tracing::error!("a write panicked; reopening the write connection");
-                (None, Wrote::Unsynced)
+                (None, failed)
             }
         }
     }
@@ -468,7 +557,7 @@ impl Shared {
         if sync {
             if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
                 answer_all(batch, &backend("syncing", e));
-                return Ok(Wrote::Nothing);
+                return Ok(Wrote::SyncFailed);
             }
         }
         let works: Vec<&Work> = batch.iter().map(|j| &j.work).collect();
@@ -483,12 +572,19 @@ impl Shared {
                 let mut keep = true;
                 let mut wrote = false;
                 for job in batch {
+                    if !keep {
+                        // The connection failed: this one was not tried.
+                        let untried = BackendError::new(
+                            BackendErrorKind::Io,
+                            "the write connection failed before this write was tried; \
+                             nothing of it was written",
+                        );
+                        let _ = job.reply.send(job.work.failed(untried));
+                        continue;
+                    }
                     let outcome = run_batch(conn, &[&job.work], &self.faults, Timestamp::now());
                     wrote |= matches!(outcome, Outcome::Done { wrote: true, .. });
                     keep &= self.finish(vec![job], outcome);
-                    if !keep {
-                        break;
-                    }
                 }
                 (keep, wrote)
             }
@@ -510,6 +606,7 @@ impl Shared {
         let full = !self.relaxed() || sync;
         let wrote = match wrote {
             true if full && keep => Wrote::Synced,
+            _ if sync => Wrote::SyncFailed,
             true => Wrote::Unsynced,
             false => Wrote::Nothing,
         };
@@ -570,6 +667,41 @@ enum Wrote {
     Synced,
     /// Written without a sync (relaxed durability).
     Unsynced,
+    /// A sync was asked for and failed.
+    SyncFailed,
+}
+
+/// A caller's turn to commit: its job and the write connection. However
+/// it ends — committed, or dropped unrun when the runtime's blocking pool
+/// shuts down, or unwound by a panic — dropping it gives the connection
+/// back and hands over, and a job that never ran goes back in line.
+struct Lead {
+    shared: Arc<Shared>,
+    job: Option<Job>,
+    conn: Option<Connection>,
+    wrote: Wrote,
+}
+
+impl Lead {
+    /// Commits the caller's own job; the hand-over follows on drop.
+    fn commit(mut self) {
+        self.shared
+            .stats
+            .caller_commits
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(job) = self.job.take() {
+            let (conn, wrote) = self.shared.commit(self.conn.take(), vec![job]);
+            self.conn = conn;
+            self.wrote = wrote;
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.shared
+            .hand_over(self.conn.take(), self.wrote, self.job.take());
+    }
 }
 
 /// A job for the sync relaxed durability owes; no one waits for its answer.

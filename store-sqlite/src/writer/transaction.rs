@@ -155,6 +155,7 @@ pub(crate) fn run_batch(
     };
     let alone = batch.len() == 1;
     let mut head: Option<Position> = None;
+    let mut abandoned = false;
     let mut answers = Vec::with_capacity(batch.len());
     for work in batch {
         let answer = match work {
@@ -162,7 +163,7 @@ pub(crate) fn run_batch(
                 let appended = if alone {
                     append_alone(conn, request, recorded_at, faults)
                 } else {
-                    append_in_savepoint(conn, request, recorded_at, faults)
+                    append_in_savepoint(conn, request, recorded_at, faults, &mut abandoned)
                 };
                 // A retry of a committed append (its original result) is
                 // below the head: `max` leaves the head alone.
@@ -184,9 +185,10 @@ pub(crate) fn run_batch(
                 wrote: false,
             };
         }
-        if answer.is_err() && conn.is_autocommit() {
-            // SQLite gave up the whole transaction (an I/O error can do
-            // that): the work of earlier writes in the batch is gone too.
+        if answer.is_err() && (conn.is_autocommit() || abandoned) {
+            // The whole transaction is gone (SQLite gave it up after an
+            // I/O error, or it was given up above): the work of earlier
+            // writes in the batch is gone too.
             return Outcome::Lost;
         }
         answers.push(answer);
@@ -245,6 +247,7 @@ fn append_in_savepoint(
     request: &AppendRequest,
     recorded_at: Timestamp,
     faults: &Faults,
+    abandoned: &mut bool,
 ) -> Result<AppendOutcome, AppendError> {
     faults
         .check(Step::Savepoint)
@@ -270,7 +273,19 @@ fn append_in_savepoint(
     } else {
         execute(conn, "RELEASE append")
     };
-    ended.map_err(|e| AppendError::Backend(backend("ending an append's savepoint", e)))?;
+    if let Err(e) = ended {
+        // An append whose savepoint cannot be ended may have rows in the
+        // group's transaction: give the whole transaction up, so that
+        // nothing of it commits; the batch then runs each write alone.
+        *abandoned = true;
+        if let Err(rollback) = execute(conn, "ROLLBACK") {
+            tracing::warn!(error = %rollback, "rolling back a write transaction failed");
+        }
+        return Err(AppendError::Backend(backend(
+            "ending an append's savepoint",
+            e,
+        )));
+    }
     result
 }
 

@@ -262,6 +262,7 @@ fn all_cases() -> Vec<Case<dyn EventStore>> {
         11 filters::filtered_follower_sees_every_match_once_under_writers,
         12 filters::read_all_filters_by_category_prefix_and_type,
         12 filters::categories_and_prefixes_widen_and_types_narrow,
+        12 filters::paged_filtered_reads_find_exactly_what_the_filter_matches,
     ]
 }
 
