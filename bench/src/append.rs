@@ -36,11 +36,12 @@ pub(crate) async fn commands_in_sequence(
     let commands = settings.size.unwrap_or(default_commands);
     let accounts = commands.min(1_000);
     let shape = settings.shape;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("annals.db");
-    let store = settings.open_store(&path).await?;
-    let repository = settings.repository::<Account, _>(store)?;
-    let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
+    let Sides {
+        dir,
+        repository,
+        mut raw,
+    } = Sides::open(&settings).await?;
+    let path = dir.path().join(ANNALS_DB);
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = commands.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
@@ -148,4 +149,34 @@ pub(crate) fn same_shape(
     }
     sizes.report(report);
     Ok(())
+}
+
+/// The annals database of a command scenario, in its directory.
+pub(crate) const ANNALS_DB: &str = "annals.db";
+
+/// Both sides of a command scenario, in one temporary directory: a
+/// repository on an annals store, and the raw baseline's log.
+pub(crate) struct Sides {
+    /// Holds both databases; removed when the scenario ends.
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) repository: annals::Repository<Account, annals::sqlite::SqliteStore>,
+    pub(crate) raw: RawLog,
+}
+
+impl Sides {
+    pub(crate) async fn open(settings: &Settings) -> Result<Sides, Box<dyn Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = settings.open_store(&dir.path().join(ANNALS_DB)).await?;
+        let repository = settings.repository::<Account, _>(store)?;
+        let raw = RawLog::open(
+            &dir.path().join("raw.db"),
+            settings.durability,
+            settings.shape,
+        )?;
+        Ok(Sides {
+            dir,
+            repository,
+            raw,
+        })
+    }
 }

@@ -5,9 +5,8 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use crate::append::{commands_in_sequence, same_shape, ROUNDS};
-use crate::model::{command, event_for, Account, Refused};
-use crate::raw::RawLog;
+use crate::append::{commands_in_sequence, same_shape, Sides, ANNALS_DB, ROUNDS};
+use crate::model::{command, event_for, Refused};
 use crate::report::{self, Report};
 use crate::Settings;
 
@@ -34,11 +33,12 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
     let commands = settings.size.unwrap_or(DEFAULT_EVENTS);
     let accounts = commands.min(ACCOUNTS);
     let shape = settings.shape;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("annals.db");
-    let store = settings.open_store(&path).await?;
-    let repository = settings.repository::<Account, _>(store)?;
-    let mut raw = RawLog::open(&dir.path().join("raw.db"), settings.durability, shape)?;
+    let Sides {
+        dir,
+        repository,
+        mut raw,
+    } = Sides::open(&settings).await?;
+    let path = dir.path().join(ANNALS_DB);
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let per_round = commands.div_ceil(ROUNDS);
     for round in 0..ROUNDS {

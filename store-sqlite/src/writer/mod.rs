@@ -39,6 +39,7 @@
 
 mod append;
 mod fault;
+mod queue;
 #[cfg(test)]
 mod tests;
 mod transaction;
@@ -56,7 +57,7 @@ use annals_core::{
     Timestamp,
 };
 use rusqlite::Connection;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::backend;
 use crate::options::{Durability, SqliteOptions};
@@ -66,6 +67,7 @@ use crate::watch::Head;
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultPlan;
 use fault::Faults;
+use queue::{answer_all, sync_job, Job, Leader, State};
 use transaction::{run_batch, Answer, Outcome, Work};
 
 /// The handle every append and snapshot goes through.
@@ -109,39 +111,6 @@ pub(crate) struct WriterStats {
     pub(crate) thread_commits: u64,
     /// Commits that synced the WAL for relaxed durability.
     pub(crate) syncs: u64,
-}
-
-/// Who holds the write connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leader {
-    /// No one: the connection is in `State::conn`, the queue is empty.
-    None,
-    /// A caller commits its own append on its own thread.
-    Caller,
-    /// The writer thread commits what is queued.
-    Thread,
-}
-
-struct State {
-    leader: Leader,
-    /// The write connection while no one leads; `None` as well after a
-    /// failed commit closed it (it is reopened on next use).
-    conn: Option<Connection>,
-    pending: VecDeque<Job>,
-    closed: bool,
-    /// The writer thread has stopped: the store is closed and done.
-    stopped: bool,
-    /// When the first commit not yet synced ended (relaxed durability), or
-    /// when a sync last failed: a sync is due an interval after it.
-    unsynced_since: Option<Instant>,
-}
-
-/// A write and the caller waiting for its answer.
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Answer>,
-    /// The job's place in the bounded queue, freed when it is answered.
-    _room: Option<OwnedSemaphorePermit>,
 }
 
 impl Writer {
@@ -409,7 +378,8 @@ impl Shared {
                 // First in line, so that it joins this very group.
                 state.pending.push_front(sync_job());
             }
-            let batch = self.take_batch(&mut state);
+            let batch =
+                state.take_batch(self.options.max_batch_appends, self.options.max_batch_bytes);
             if batch.is_empty() {
                 state.leader = Leader::None;
                 continue;
@@ -488,26 +458,6 @@ impl Shared {
             }
             _ => {}
         }
-    }
-
-    /// The next group from the queue: the first job, and those after it up
-    /// to the batch bounds (appends and payload bytes). A job too large to
-    /// join stays first in line for the next group.
-    fn take_batch(&self, state: &mut State) -> Vec<Job> {
-        let mut batch: Vec<Job> = Vec::new();
-        let mut bytes = 0usize;
-        while batch.len() < self.options.max_batch_appends {
-            let Some(next) = state.pending.front() else {
-                break;
-            };
-            let size = next.work.payload_bytes();
-            if !batch.is_empty() && bytes.saturating_add(size) > self.options.max_batch_bytes {
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            batch.extend(state.pending.pop_front());
-        }
-        batch
     }
 
     /// Commits a batch on the connection (reopened if a failed commit
@@ -701,23 +651,5 @@ impl Drop for Lead {
     fn drop(&mut self) {
         self.shared
             .hand_over(self.conn.take(), self.wrote, self.job.take());
-    }
-}
-
-/// A job for the sync relaxed durability owes; no one waits for its answer.
-fn sync_job() -> Job {
-    let (reply, _) = oneshot::channel();
-    Job {
-        work: Work::Sync,
-        reply,
-        _room: None,
-    }
-}
-
-/// Answers every job of a batch with the same failure.
-fn answer_all(batch: Vec<Job>, error: &BackendError) {
-    for job in batch {
-        let answer = job.work.failed(error.clone());
-        let _ = job.reply.send(answer);
     }
 }
