@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::model::{command, event_for, Account};
 use crate::raw::{self, RawLog};
 use crate::report::{self, Report};
+use crate::shape::Shape;
 use crate::Settings;
 
 /// Ours and the baseline run in alternating rounds, so that a slow moment of
@@ -52,12 +54,7 @@ pub(crate) async fn commands_in_sequence(
             repository.execute(&id, command, &shape.context()).await?;
         }
         ours += start.elapsed();
-        let start = Instant::now();
-        for n in range {
-            let (id, command) = command(n, accounts, shape);
-            raw.read_version_then_insert(&format!("account-{id}"), &event_for(command))?;
-        }
-        baseline += start.elapsed();
+        baseline += raw_commands(&mut raw, range, accounts, shape)?;
     }
     report.size("commands", commands);
     report.size("accounts", accounts);
@@ -132,6 +129,22 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
         report::per_second(total, baseline),
     );
     Ok(())
+}
+
+/// The baseline's side of a round: the commands numbered `range`, one
+/// `IMMEDIATE` transaction each. Returns the time they took.
+pub(crate) fn raw_commands(
+    raw: &mut RawLog,
+    range: Range<usize>,
+    accounts: usize,
+    shape: Shape,
+) -> Result<Duration, Box<dyn Error>> {
+    let start = Instant::now();
+    for n in range {
+        let (id, command) = command(n, accounts, shape);
+        raw.read_version_then_insert(&format!("account-{id}"), &event_for(command))?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Prints the size of the events written, and checks that ours and the

@@ -5,8 +5,8 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use crate::append::{commands_in_sequence, same_shape, Sides, ANNALS_DB, ROUNDS};
-use crate::model::{command, event_for, Refused};
+use crate::append::{commands_in_sequence, raw_commands, same_shape, Sides, ANNALS_DB, ROUNDS};
+use crate::model::{command, Refused};
 use crate::report::{self, Report};
 use crate::Settings;
 
@@ -64,12 +64,7 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
             task.await??;
         }
         ours += start.elapsed();
-        let start = Instant::now();
-        for n in range {
-            let (id, command) = command(n, accounts, shape);
-            raw.read_version_then_insert(&format!("account-{id}"), &event_for(command))?;
-        }
-        baseline += start.elapsed();
+        baseline += raw_commands(&mut raw, range, accounts, shape)?;
     }
     report.size("tasks", TASKS);
     report.size("commands", commands);

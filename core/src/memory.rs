@@ -112,7 +112,8 @@ impl Log {
 /// when the whole append is inserted.
 struct Staging<'l> {
     log: &'l Log,
-    staged: Vec<EventId>,
+    /// How many rows this append has inserted so far.
+    staged: usize,
 }
 
 impl AppendTarget for Staging<'_> {
@@ -127,13 +128,13 @@ impl AppendTarget for Staging<'_> {
         if self.log.ids.contains_key(&id) {
             return Ok(Inserted::IdTaken);
         }
-        self.staged.push(id);
-        let position = self.log.events.len() + self.staged.len();
+        self.staged += 1;
+        let position = self.log.events.len() + self.staged;
         Ok(Inserted::At(Position(position as u64)))
     }
 
     fn undo(&mut self) -> Result<(), Infallible> {
-        self.staged.clear();
+        self.staged = 0;
         Ok(())
     }
 
@@ -149,7 +150,7 @@ impl EventStore for InMemoryStore {
         let mut log = self.log()?;
         let mut staging = Staging {
             log: &log,
-            staged: Vec::new(),
+            staged: 0,
         };
         let appended = match run_append(&mut staging, &request, Timestamp::now()) {
             Ok(appended) => appended,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use annals_core::store::Snapshot;
 use annals_core::testkit::bank::{Account, AccountCommand};
+use annals_core::testkit::check_no_gaps;
 use annals_core::upcast::{RegistryError, UpcastError, UpcastEvent, Upcaster, Upcasters};
 use annals_core::{
     Aggregate, CommandContext, CommandError, DecodeError, DomainEvent, EventStore, EventStoreExt,
@@ -117,15 +118,7 @@ proptest! {
                 .events;
             let total: usize = plans.iter().flatten().map(|(_, c)| c).sum();
             prop_assert_eq!(log.len(), total);
-            for (e, p) in log.iter().zip(1u64..) {
-                prop_assert_eq!(e.position, Position(p));
-            }
-            let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
-            for e in &log {
-                let v = versions.entry(e.stream_id.as_str()).or_default();
-                *v += 1;
-                prop_assert_eq!(e.version, *v);
-            }
+            check_no_gaps(&log).map_err(TestCaseError::fail)?;
             Ok(())
         })?;
     }

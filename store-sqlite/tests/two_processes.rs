@@ -3,13 +3,13 @@
 //! gaps, every acknowledged append is stored once, and every conflict was
 //! real.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use annals_core::{
-    AppendError, EventId, EventStoreExt, ExpectedVersion, NewEvent, Payload, Position,
-    RecordedEvent, StreamId,
+    AppendError, EventId, EventStoreExt, ExpectedVersion, NewEvent, Payload, RecordedEvent,
+    StreamId,
 };
 use annals_sqlite::SqliteStore;
 
@@ -119,14 +119,6 @@ async fn two_processes_appending_at_once_lose_nothing_and_leave_no_gaps(
     );
     let stored: HashSet<EventId> = events.iter().map(|e| e.event_id).collect();
     assert_eq!(stored, acked, "acknowledged events are missing");
-    for (e, p) in events.iter().zip(1u64..) {
-        assert_eq!(e.position, Position(p), "positions have a gap");
-    }
-    let mut versions: HashMap<&str, u64> = HashMap::new();
-    for e in &events {
-        let v = versions.entry(e.stream_id.as_str()).or_default();
-        *v += 1;
-        assert_eq!(e.version, *v, "{}: versions have a gap", e.stream_id);
-    }
+    annals_core::testkit::assert_no_gaps(&events, "after two processes appended");
     Ok(())
 }

@@ -194,18 +194,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
         let stream = self.stream_id(id)?;
         let loaded = self.load_stream(&stream).await?;
-        let mut last_snapshot = loaded.version - loaded.replayed;
-        if self.snapshot_if_due(&stream, &loaded.state, loaded.version, last_snapshot) {
-            last_snapshot = loaded.version;
-        }
-        self.cache.put(
-            &stream,
-            Entry {
-                state: loaded.state.clone(),
-                version: loaded.version,
-                last_snapshot,
-            },
-        );
+        self.keep(&stream, entry_of(loaded.clone()));
         Ok(loaded)
     }
 
@@ -235,12 +224,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
         }
         let loaded = self.load_stream(stream).await?;
-        let entry = Entry {
-            last_snapshot: loaded.version - loaded.replayed,
-            state: loaded.state,
-            version: loaded.version,
-        };
-        Ok((entry, false))
+        Ok((entry_of(loaded), false))
     }
 
     /// The state to replay from: a usable snapshot, or the default state.
@@ -324,17 +308,23 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
     }
 
-    /// A command's result: the state is snapshotted if due, and cached.
-    fn executed(
-        &self,
-        stream: &StreamId,
-        mut entry: Entry<A>,
-        events: Vec<RecordedEvent>,
-    ) -> Executed<A> {
+    /// Keeps a state that matches the store: snapshotted if due, and cached.
+    fn keep(&self, stream: &StreamId, mut entry: Entry<A>) -> Entry<A> {
         if self.snapshot_if_due(stream, &entry.state, entry.version, entry.last_snapshot) {
             entry.last_snapshot = entry.version;
         }
         self.cache.put(stream, entry.clone());
+        entry
+    }
+
+    /// A command's result, its state kept.
+    fn executed(
+        &self,
+        stream: &StreamId,
+        entry: Entry<A>,
+        events: Vec<RecordedEvent>,
+    ) -> Executed<A> {
+        let entry = self.keep(stream, entry);
         Executed {
             state: entry.state,
             version: entry.version,
@@ -359,13 +349,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut retries_left = self.retry.max_retries();
         let mut use_cache = true;
         loop {
-            let (entry, from_cache) = self.state_for(&stream, use_cache).await?;
-            let Entry {
-                mut state,
-                version,
-                last_snapshot,
-            } = entry;
-            let decided = state.handle(command.clone());
+            let (mut entry, from_cache) = self.state_for(&stream, use_cache).await?;
+            let decided = entry.state.handle(command.clone());
             // Only an append can reveal that cached state is stale; a
             // refusal or a decision to do nothing appends nothing, so one
             // made on cached state is made again on fresh state first.
@@ -378,30 +363,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             let decided = match decided {
                 Ok(decided) => decided,
                 Err(error) => {
-                    self.cache.put(
-                        &stream,
-                        Entry {
-                            state,
-                            version,
-                            last_snapshot,
-                        },
-                    );
+                    self.cache.put(&stream, entry);
                     return Err(CommandError::Refused { stream, error });
                 }
             };
             if decided.is_empty() {
-                let entry = Entry {
-                    state,
-                    version,
-                    last_snapshot,
-                };
                 return Ok(self.executed(&stream, entry, Vec::new()));
             }
             let new_events = decided
                 .iter()
                 .map(|event| NewEvent::from_domain(event, ctx.metadata().clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let expected = ExpectedVersion::Exact(version);
+            let expected = ExpectedVersion::Exact(entry.version);
             match self
                 .store
                 .append_to_stream(&stream, expected, new_events)
@@ -409,13 +382,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             {
                 Ok(outcome) => {
                     for event in &decided {
-                        state.apply(event);
+                        entry.state.apply(event);
                     }
-                    let entry = Entry {
-                        version: outcome.stream_version(&stream).unwrap_or(version),
-                        state,
-                        last_snapshot,
-                    };
+                    entry.version = outcome.stream_version(&stream).unwrap_or(entry.version);
                     return Ok(self.executed(&stream, entry, outcome.into_events()));
                 }
                 Err(AppendError::Conflict { .. }) if from_cache => {
@@ -437,5 +406,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
             }
         }
+    }
+}
+
+/// The cache entry for a state as loaded: its snapshot, if one was used,
+/// is the newest known.
+fn entry_of<A>(loaded: Loaded<A>) -> Entry<A> {
+    Entry {
+        last_snapshot: loaded.version - loaded.replayed,
+        state: loaded.state,
+        version: loaded.version,
     }
 }

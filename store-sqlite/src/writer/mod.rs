@@ -248,10 +248,7 @@ impl Writer {
             let mut state = self.shared.lock();
             state.closed = true;
             self.shared.room.close();
-            for job in state.pending.drain(..) {
-                let answer = job.work.failed(BackendError::closed());
-                let _ = job.reply.send(answer);
-            }
+            answer_all(state.pending.drain(..), &BackendError::closed());
             self.shared.wake.notify_all();
         }
         let thread = self
@@ -309,7 +306,7 @@ impl Shared {
         self.note_commit(&mut state, wrote);
         if let Some(job) = unrun {
             if state.closed {
-                let _ = job.reply.send(job.work.failed(BackendError::closed()));
+                job.fail(BackendError::closed());
             } else {
                 // It never ran: it goes first in line.
                 state.pending.push_front(job);
@@ -353,30 +350,28 @@ impl Shared {
             if state.closed && state.leader == Leader::None {
                 break;
             }
-            if state.leader != Leader::Thread {
-                let due = self.sync_due(&state).filter(|_| !state.closed);
-                match due {
-                    Some(wait) if wait.is_zero() && state.leader == Leader::None => {
-                        state.leader = Leader::Thread;
-                        state.pending.push_back(sync_job());
-                    }
-                    Some(wait) if wait.is_zero() => {
-                        // A caller is committing: it hands this over.
-                        if !state.pending.iter().any(|j| matches!(j.work, Work::Sync)) {
-                            state.pending.push_back(sync_job());
-                        }
-                        state = self.wait(state, None);
-                    }
-                    wait => state = self.wait(state, wait),
+            let due = self.sync_due(&state).filter(|_| !state.closed);
+            let sync_now = due.is_some_and(|wait| wait.is_zero());
+            match state.leader {
+                // Idle with a sync due: lead, and the sync comes next.
+                Leader::None if sync_now => state.leader = Leader::Thread,
+                Leader::None => {
+                    state = self.wait(state, due);
+                    continue;
                 }
-                continue;
+                Leader::Caller => {
+                    // The caller hands this over when its commit ends.
+                    if sync_now {
+                        state.queue_sync(false);
+                    }
+                    state = self.wait(state, due.filter(|_| !sync_now));
+                    continue;
+                }
+                Leader::Thread => {}
             }
-            if !state.closed
-                && self.sync_due(&state).is_some_and(|wait| wait.is_zero())
-                && !state.pending.iter().any(|j| matches!(j.work, Work::Sync))
-            {
+            if sync_now {
                 // First in line, so that it joins this very group.
-                state.pending.push_front(sync_job());
+                state.queue_sync(true);
             }
             let batch =
                 state.take_batch(self.options.max_batch_appends, self.options.max_batch_bytes);
@@ -512,7 +507,7 @@ impl Shared {
         }
         let works: Vec<&Work> = batch.iter().map(|j| &j.work).collect();
         let outcome = run_batch(conn, &works, &self.faults, Timestamp::now());
-        let (mut keep, mut wrote) = match outcome {
+        let (mut keep, wrote) = match outcome {
             Outcome::Lost => {
                 tracing::debug!(
                     size = batch.len(),
@@ -524,12 +519,11 @@ impl Shared {
                 for job in batch {
                     if !keep {
                         // The connection failed: this one was not tried.
-                        let untried = BackendError::new(
+                        job.fail(BackendError::new(
                             BackendErrorKind::Io,
                             "the write connection failed before this write was tried; \
                              nothing of it was written",
-                        );
-                        let _ = job.reply.send(job.work.failed(untried));
+                        ));
                         continue;
                     }
                     let outcome = run_batch(conn, &[&job.work], &self.faults, Timestamp::now());
@@ -550,21 +544,16 @@ impl Shared {
             }
         }
         if !keep {
-            // What a failed commit wrote is unknown: count it as unsynced.
-            wrote = self.relaxed();
+            // What the caller counts as written then is its own call.
+            return Err(());
         }
         let full = !self.relaxed() || sync;
-        let wrote = match wrote {
-            true if full && keep => Wrote::Synced,
+        Ok(match wrote {
+            true if full => Wrote::Synced,
             _ if sync => Wrote::SyncFailed,
             true => Wrote::Unsynced,
             false => Wrote::Nothing,
-        };
-        if keep {
-            Ok(wrote)
-        } else {
-            Err(())
-        }
+        })
     }
 
     /// Answers a batch by its outcome; `false` when the connection must be

@@ -44,7 +44,28 @@ pub(crate) struct Job {
     pub(crate) _room: Option<OwnedSemaphorePermit>,
 }
 
+impl Job {
+    /// Answers the job with a failure that applies to the whole write.
+    pub(crate) fn fail(self, error: BackendError) {
+        let answer = self.work.failed(error);
+        let _ = self.reply.send(answer);
+    }
+}
+
 impl State {
+    /// Queues the sync relaxed durability owes, unless one is queued:
+    /// first in line when it should join the next group.
+    pub(crate) fn queue_sync(&mut self, first: bool) {
+        if self.pending.iter().any(|j| matches!(j.work, Work::Sync)) {
+            return;
+        }
+        if first {
+            self.pending.push_front(sync_job());
+        } else {
+            self.pending.push_back(sync_job());
+        }
+    }
+
     /// The next group from the queue: the first job, and those after it up
     /// to the bounds (appends and payload bytes). A job too large to join
     /// stays first in line for the next group.
@@ -76,10 +97,9 @@ pub(crate) fn sync_job() -> Job {
     }
 }
 
-/// Answers every job of a batch with the same failure.
-pub(crate) fn answer_all(batch: Vec<Job>, error: &BackendError) {
-    for job in batch {
-        let answer = job.work.failed(error.clone());
-        let _ = job.reply.send(answer);
+/// Answers every job with the same failure.
+pub(crate) fn answer_all(jobs: impl IntoIterator<Item = Job>, error: &BackendError) {
+    for job in jobs {
+        job.fail(error.clone());
     }
 }

@@ -3,8 +3,8 @@
 //! Each append is checked and inserted in its own savepoint, so that one
 //! refused append (a conflict, a reused id) rolls back alone and never
 //! fails its neighbours; a batch of one append needs no savepoint, the
-//! transaction is its unit. Positions are assigned here, inside the write
-//! transaction, from the largest stored position: with one writer per file
+//! transaction is its unit. Positions are rowids SQLite assigns inside the
+//! write transaction, one past the largest stored: with one writer per file
 //! (SQLite's write lock) commit order is position order, and a reader never
 //! finds an event committed below a position it has already seen.
 
