@@ -24,11 +24,13 @@
 extern crate self as annals_core;
 mod aggregate;
 mod append;
+mod checkpoint;
 mod contract;
 mod decode;
 mod domain;
 mod error;
 mod event;
+mod event_set;
 mod ext;
 mod id;
 mod memory;
@@ -46,6 +48,7 @@ pub use aggregate::Aggregate;
 pub use append::{
     ActualVersion, AppendError, AppendOutcome, AppendRequest, ExpectedVersion, Limits,
 };
+pub use checkpoint::{Checkpoint, CheckpointStore, SkippedEvent};
 pub use contract::{EventStore, HeadWatch};
 pub use decode::EventDecodeError;
 pub use domain::{DecodeError, DomainEvent, EncodeError};
@@ -53,6 +56,7 @@ pub use error::{BackendError, BackendErrorKind, StoreClosed};
 pub use event::{
     EventId, InvalidMetadata, Metadata, NewEvent, NilEventId, Position, RecordedEvent, Timestamp,
 };
+pub use event_set::EventSet;
 pub use ext::{EventStoreExt, Pages};
 pub use id::{EventType, InvalidName, NameProblem, StreamId, MAX_NAME_LEN};
 pub use memory::InMemoryStore;
@@ -141,7 +145,9 @@ pub mod codec {
 /// The traits to have in scope, and the derive: `use annals_core::prelude::*;`.
 pub mod prelude {
     // `DomainEvent` is the trait and, with the `derive` feature, the derive.
-    pub use crate::{Aggregate, DomainEvent, EventStore, EventStoreExt, SnapshotStore};
+    pub use crate::{
+        Aggregate, CheckpointStore, DomainEvent, EventSet, EventStore, EventStoreExt, SnapshotStore,
+    };
 }
 
 /// `#[derive(DomainEvent)]`: stored names, schema versions and tag-free payloads.

@@ -4,7 +4,7 @@
 //! conformance suite): one mutex makes each append atomic and gives
 //! gap-free positions in commit order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,6 +15,7 @@ use crate::append::{
     run_append, AppendError, AppendOutcome, AppendRequest, AppendTarget, Appended, Inserted,
     Limits, PlannedRow,
 };
+use crate::checkpoint::{Checkpoint, CheckpointStore, SkippedEvent};
 use crate::contract::{EventStore, HeadWatch};
 use crate::error::{BackendError, BackendErrorKind};
 use crate::event::{EventId, Position, RecordedEvent, Timestamp};
@@ -56,6 +57,14 @@ struct Log {
     ids: HashMap<EventId, usize>,
     /// The newest snapshot per stream.
     snapshots: HashMap<StreamId, Snapshot>,
+    /// Each follower's checkpoint and the events it skipped, by position.
+    checkpoints: HashMap<String, Tracking>,
+}
+
+#[derive(Default)]
+struct Tracking {
+    checkpoint: Option<Checkpoint>,
+    skipped: BTreeMap<(Position, EventId), SkippedEvent>,
 }
 
 impl Default for InMemoryStore {
@@ -249,5 +258,47 @@ impl SnapshotStore for InMemoryStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
         Ok(self.log()?.snapshots.get(stream).cloned())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for InMemoryStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, BackendError> {
+        Ok(self
+            .log()?
+            .checkpoints
+            .get(name)
+            .and_then(|tracking| tracking.checkpoint))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        checkpoint: Checkpoint,
+        skipped: &[SkippedEvent],
+    ) -> Result<(), BackendError> {
+        let mut log = self.log()?;
+        let tracking = log.checkpoints.entry(name.to_owned()).or_default();
+        tracking.checkpoint = Some(checkpoint);
+        for event in skipped {
+            tracking
+                .skipped
+                .insert((event.position, event.event_id), event.clone());
+        }
+        Ok(())
+    }
+
+    async fn skipped_events(&self, name: &str) -> Result<Vec<SkippedEvent>, BackendError> {
+        Ok(self
+            .log()?
+            .checkpoints
+            .get(name)
+            .map(|tracking| tracking.skipped.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
+        self.log()?.checkpoints.remove(name);
+        Ok(())
     }
 }
