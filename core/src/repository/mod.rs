@@ -38,7 +38,7 @@ use serde::Serialize;
 use crate::aggregate::Aggregate;
 use crate::append::{AppendError, ExpectedVersion};
 use crate::contract::EventStore;
-use crate::event::{NewEvent, RecordedEvent, Timestamp};
+use crate::event::{NewEvent, Position, RecordedEvent, Timestamp};
 use crate::ext::EventStoreExt;
 use crate::id::{InvalidName, StreamId};
 use crate::payload::{Payload, PayloadError};
@@ -73,6 +73,15 @@ pub struct Executed<A> {
     pub version: u64,
     /// The events recorded, in order (none if the command decided nothing).
     pub events: Vec<RecordedEvent>,
+}
+
+impl<A> Executed<A> {
+    /// The position of the command's last event in the global log
+    /// ([`Position::START`] if it recorded none): wait for a projection to
+    /// reach it to read the command's own writes.
+    pub fn position(&self) -> Position {
+        self.events.last().map_or(Position::START, |e| e.position)
+    }
 }
 
 /// Loads aggregates and runs commands against a store.

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::aggregate::Aggregate;
 use crate::append::{AppendError, AppendOutcome, AppendRequest, ExpectedVersion};
 use crate::contract::EventStore;
-use crate::event::{NewEvent, RecordedEvent};
+use crate::event::{NewEvent, Position, RecordedEvent};
 use crate::id::StreamId;
 use crate::repository::context::{CommandContext, RetryPolicy};
 use crate::repository::error::{CommandError, LoadError};
@@ -80,6 +80,15 @@ pub struct Done<T> {
     pub events: Vec<RecordedEvent>,
     /// How many times the unit ran: 1, plus one per conflict retried.
     pub attempts: u32,
+}
+
+impl<T> Done<T> {
+    /// The position of the unit's last event in the global log
+    /// ([`Position::START`] if it recorded none): wait for a projection to
+    /// reach it to read the unit's own writes.
+    pub fn position(&self) -> Position {
+        self.events.last().map_or(Position::START, |e| e.position)
+    }
 }
 
 impl<S: EventStore + 'static> UnitOfWork<S> {

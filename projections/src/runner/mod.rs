@@ -1,0 +1,526 @@
+//! The runner: projections catch up, follow live commits, report, wait,
+//! rebuild, and stop.
+
+mod source;
+mod target;
+mod task;
+
+use std::any::Any;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals_core::upcast::Upcasters;
+use annals_core::{
+    BackendError, CheckpointStore, EventSet, EventStore, Position, ReadError, SkippedEvent,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{StartError, WaitError};
+use crate::projection::{Projection, SqliteProjection};
+use crate::sqlite::ReadModel;
+use crate::status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
+use source::Source;
+use target::{SqliteTarget, StoreTarget, Target};
+use task::{Context, Follower, ProgressFn, Request};
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How to list one projection's skipped events, wherever they are kept.
+type ListSkipped =
+    Arc<dyn Fn() -> BoxFuture<Result<Vec<SkippedEvent>, BackendError>> + Send + Sync>;
+
+/// A projection registered with the runner, not yet started.
+struct Entry {
+    name: &'static str,
+    version: u32,
+    skipped: ListSkipped,
+    start: Box<dyn FnOnce(Context) -> JoinHandle<()>>,
+}
+
+/// Several projections over one event store, before they start.
+///
+/// ```
+/// use annals_core::testkit::bank::{Account, AccountCommand, AccountEvent};
+/// use annals_core::{CommandContext, InMemoryStore, Repository};
+/// use annals_projections::{Envelope, HandlerError, Projection, Projections};
+///
+/// #[derive(Default)]
+/// struct Deposits(u64);
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Deposits {
+///     type Events = AccountEvent;
+///     const NAME: &'static str = "deposits";
+///     const IN_MEMORY: bool = true;
+///     async fn handle(&mut self, event: &Envelope<AccountEvent>) -> Result<(), HandlerError> {
+///         if let AccountEvent::Deposited { amount } = event.event {
+///             self.0 += amount;
+///         }
+///         Ok(())
+///     }
+///     async fn reset(&mut self) -> Result<(), HandlerError> {
+///         self.0 = 0;
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let running = Projections::new(store.clone()).projection(Deposits::default()).start()?;
+/// let accounts = Repository::<Account, _>::new(store)?;
+/// let opened = accounts
+///     .execute("42", AccountCommand::Open { owner: "ada".into() }, &CommandContext::new())
+///     .await?;
+/// // Read your writes: returns once the projection has handled the command's events.
+/// running.wait_for("deposits", opened.position()).await?;
+/// assert_eq!(running.status()[0].checkpoint, opened.position());
+/// running.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct Projections<S> {
+    store: S,
+    entries: Vec<Entry>,
+    invalid: Option<StartError>,
+    batch_size: usize,
+    poll_interval: Duration,
+    progress: Option<ProgressFn>,
+}
+
+impl<S> Projections<S>
+where
+    S: EventStore + CheckpointStore + Clone + 'static,
+{
+    /// No projections yet, over `store`. Defaults: batches of 1,000
+    /// events, a poll for commits the head watch cannot see every second,
+    /// no rebuild progress callback.
+    pub fn new(store: S) -> Self {
+        Projections {
+            store,
+            entries: Vec::new(),
+            invalid: None,
+            batch_size: 1_000,
+            poll_interval: Duration::from_secs(1),
+            progress: None,
+        }
+    }
+
+    /// Adds a read model in the SQLite database at `path` (created if
+    /// missing), updated exactly once.
+    pub fn sqlite<P: SqliteProjection>(self, path: impl AsRef<Path>, projection: P) -> Self {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let skipped_path = path.clone();
+        let skipped: ListSkipped = Arc::new(move || {
+            let path = skipped_path.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || ReadModel::<P>::skipped_events(&path))
+                    .await
+                    .map_err(|join| {
+                        BackendError::new(
+                            annals_core::BackendErrorKind::Other,
+                            format!("listing skipped events failed: {join}"),
+                        )
+                    })?
+            })
+        });
+        let policy = projection.on_failure();
+        let unknown = projection.on_unknown_event();
+        let target = SqliteTarget::new(path, projection);
+        self.register::<P::Events>(
+            P::NAME,
+            P::VERSION,
+            policy,
+            unknown,
+            skipped,
+            Box::new(target),
+        )
+    }
+
+    /// Adds a projection updated at least once, its checkpoint kept in the
+    /// event store.
+    pub fn projection<P: Projection>(self, projection: P) -> Self {
+        let store = self.store.clone();
+        let skipped: ListSkipped = Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.skipped_events(P::NAME).await })
+        });
+        let policy = projection.on_failure();
+        let unknown = projection.on_unknown_event();
+        let target = StoreTarget::new(projection, self.store.clone());
+        self.register::<P::Events>(
+            P::NAME,
+            P::VERSION,
+            policy,
+            unknown,
+            skipped,
+            Box::new(target),
+        )
+    }
+
+    /// How many events a batch holds at most (default 1,000): each batch
+    /// is one transaction of an SQLite read model and one checkpoint.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events;
+        self
+    }
+
+    /// How often a live projection looks for commits even when the head
+    /// watch did not wake it (default one second): the fallback for commits
+    /// a store's watch cannot see.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Calls `report` with a rebuild's progress after each of its batches.
+    pub fn on_rebuild_progress(
+        mut self,
+        report: impl Fn(&RebuildProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(Arc::new(report));
+        self
+    }
+
+    fn register<E: EventSet>(
+        mut self,
+        name: &'static str,
+        version: u32,
+        policy: crate::projection::FailurePolicy,
+        unknown: crate::projection::UnknownEvents,
+        skipped: ListSkipped,
+        target: Box<dyn Target<E>>,
+    ) -> Self {
+        if let Err(error) = check_name(name) {
+            self.invalid.get_or_insert(error);
+        }
+        if self.entries.iter().any(|e| e.name == name) {
+            self.invalid.get_or_insert(StartError::DuplicateName {
+                name: name.to_owned(),
+            });
+        }
+        let upcasters = match E::upcasters(Upcasters::builder()).build() {
+            Ok(upcasters) => upcasters,
+            Err(source) => {
+                self.invalid.get_or_insert(StartError::InvalidUpcasters {
+                    projection: name,
+                    source,
+                });
+                return self;
+            }
+        };
+        let store = self.store.clone();
+        let start = Box::new(move |ctx: Context| {
+            let source = Source::<S, E>::new(store, name, upcasters, unknown, ctx.batch_size);
+            let ctx = Context { policy, ..ctx };
+            tokio::spawn(Follower::new(source, target, ctx).run())
+        });
+        self.entries.push(Entry {
+            name,
+            version,
+            skipped,
+            start,
+        });
+        self
+    }
+
+    /// Starts every projection, each in a task of its own, on the current
+    /// tokio runtime.
+    ///
+    /// Fails if a name is invalid or taken twice, a setting is out of
+    /// range, or an event set's upcasters are invalid; everything that
+    /// happens later is reported by [`Running::status`] and by the waits.
+    pub fn start(self) -> Result<Running, StartError> {
+        if let Some(error) = self.invalid {
+            return Err(error);
+        }
+        if self.batch_size == 0 || self.batch_size > annals_core::store::MAX_READ_LIMIT {
+            return Err(StartError::InvalidOptions {
+                setting: "batch_size",
+                reason: "must be between 1 and 10,000",
+            });
+        }
+        if self.poll_interval.is_zero() {
+            return Err(StartError::InvalidOptions {
+                setting: "poll_interval",
+                reason: "must be more than zero",
+            });
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let mut handles = Vec::with_capacity(self.entries.len());
+        let mut tasks = Vec::with_capacity(self.entries.len());
+        for entry in self.entries {
+            let (status, status_rx) = watch::channel(ProjectionStatus {
+                name: entry.name,
+                version: entry.version,
+                checkpoint: Position::START,
+                head: Position::START,
+                lag: 0,
+                state: ProjectionState::Starting,
+                events_per_second: 0.0,
+            });
+            let (requests, requests_rx) = mpsc::channel(8);
+            let ctx = Context {
+                name: entry.name,
+                version: entry.version,
+                policy: crate::projection::FailurePolicy::Stop,
+                status,
+                stop: stop_rx.clone(),
+                requests: requests_rx,
+                poll_interval: self.poll_interval,
+                progress: self.progress.clone(),
+                batch_size: self.batch_size,
+            };
+            tasks.push((entry.start)(ctx));
+            handles.push(Handle {
+                name: entry.name,
+                status: status_rx,
+                requests,
+                skipped: entry.skipped,
+            });
+        }
+        let store = self.store;
+        Ok(Running {
+            projections: handles,
+            head: Arc::new(move || {
+                let store = store.clone();
+                Box::pin(async move { store.head().await })
+            }),
+            stop,
+            tasks,
+        })
+    }
+}
+
+/// Checks a projection's name: it keys checkpoints and names files.
+fn check_name(name: &str) -> Result<(), StartError> {
+    let invalid = |reason| StartError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > 64 {
+        return Err(invalid("it is longer than 64 bytes"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(invalid(
+            "only ASCII letters, digits, '_', '-' and '.' are allowed",
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(invalid("it starts with '.'"));
+    }
+    Ok(())
+}
+
+/// One running projection, as the handle sees it.
+struct Handle {
+    name: &'static str,
+    status: watch::Receiver<ProjectionStatus>,
+    requests: mpsc::Sender<Request>,
+    skipped: ListSkipped,
+}
+
+type HeadFn = Arc<dyn Fn() -> BoxFuture<Result<Position, ReadError>> + Send + Sync>;
+
+/// Running projections: their status, waits for read-your-writes,
+/// rebuilds, and a clean stop.
+///
+/// Dropping it stops every projection after its current batch; each keeps
+/// its checkpoint. [`Running::stop`] does the same and waits for them.
+pub struct Running {
+    projections: Vec<Handle>,
+    head: HeadFn,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    fn handle(&self, name: &str) -> Result<&Handle, WaitError> {
+        self.projections
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| WaitError::UnknownProjection {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Every projection's status, in the order they were added.
+    pub fn status(&self) -> Vec<ProjectionStatus> {
+        self.projections
+            .iter()
+            .map(|h| h.status.borrow().clone())
+            .collect()
+    }
+
+    /// Waits until projection `name` has handled everything up to
+    /// `position` (the position a command's result carries, say). Returns
+    /// the projection's failure the moment it fails, and
+    /// [`WaitError::Stopped`] if it stops first.
+    pub async fn wait_for(&self, name: &str, position: Position) -> Result<(), WaitError> {
+        let handle = self.handle(name)?;
+        let mut status = handle.status.clone();
+        let reached = status
+            .wait_for(|s| s.checkpoint >= position || s.state.is_stopped())
+            .await
+            .map(|s| s.clone());
+        let last = match reached {
+            Ok(last) => last,
+            // The task is gone: report where it was.
+            Err(_) => status.borrow().clone(),
+        };
+        if last.checkpoint >= position {
+            return Ok(());
+        }
+        match last.state {
+            ProjectionState::Failed(failure) => Err(WaitError::Failed(failure)),
+            _ => Err(WaitError::Stopped {
+                projection: handle.name,
+                checkpoint: last.checkpoint,
+                position,
+            }),
+        }
+    }
+
+    /// [`Running::wait_for`], giving up with [`WaitError::TimedOut`] after
+    /// `timeout`.
+    pub async fn wait_for_within(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        let handle = self.handle(name)?;
+        match tokio::time::timeout(timeout, self.wait_for(name, position)).await {
+            Ok(result) => result,
+            Err(_) => Err(WaitError::TimedOut {
+                projection: handle.name,
+                checkpoint: handle.status.borrow().checkpoint,
+                position,
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Waits until every projection has handled the log up to its head as
+    /// it is now; the first failure ends the wait.
+    pub async fn wait_idle(&self) -> Result<(), WaitError> {
+        let head = (self.head)().await.map_err(|e| {
+            WaitError::Failed(ProjectionFailure::Run(Arc::new(
+                crate::error::RunError::Read {
+                    projection: "*",
+                    source: e,
+                },
+            )))
+        })?;
+        for handle in &self.projections {
+            self.wait_for(handle.name, head).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Running::wait_idle`], giving up with [`WaitError::TimedOut`] after
+    /// `timeout`.
+    pub async fn wait_idle_within(&self, timeout: Duration) -> Result<(), WaitError> {
+        tokio::time::timeout(timeout, self.wait_idle())
+            .await
+            .unwrap_or_else(|_| {
+                let behind = self
+                    .status()
+                    .into_iter()
+                    .min_by_key(|s| s.checkpoint)
+                    .map_or(("*", Position::START, Position::START), |s| {
+                        (s.name, s.checkpoint, s.head)
+                    });
+                Err(WaitError::TimedOut {
+                    projection: behind.0,
+                    checkpoint: behind.1,
+                    position: behind.2,
+                    waited: timeout,
+                })
+            })
+    }
+
+    /// Rebuilds projection `name` from the start of the log and returns
+    /// once the rebuilt model serves. An SQLite read model is rebuilt in a
+    /// shadow database while the old one serves; another projection is
+    /// reset and replays. A failed projection starts again this way.
+    pub async fn rebuild(&self, name: &str) -> Result<(), WaitError> {
+        let handle = self.handle(name)?;
+        let (reply, answer) = oneshot::channel();
+        let stopped = || WaitError::Stopped {
+            projection: handle.name,
+            checkpoint: handle.status.borrow().checkpoint,
+            position: handle.status.borrow().head,
+        };
+        handle
+            .requests
+            .send(Request::Rebuild(reply))
+            .await
+            .map_err(|_| stopped())?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(failure)) => Err(WaitError::Failed(failure)),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// The events projection `name` skipped under
+    /// [`FailurePolicy::SkipAndRecord`](crate::FailurePolicy::SkipAndRecord),
+    /// oldest first.
+    pub async fn skipped_events(&self, name: &str) -> Result<Vec<SkippedEvent>, SkippedError> {
+        let handle = self
+            .handle(name)
+            .map_err(|_| SkippedError::UnknownProjection {
+                name: name.to_owned(),
+            })?;
+        (handle.skipped)().await.map_err(SkippedError::Backend)
+    }
+
+    /// Stops every projection after its current batch and waits for them;
+    /// each keeps its checkpoint.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Why skipped events could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SkippedError {
+    /// No projection has this name.
+    #[error("no projection is named {name:?}")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+    },
+    /// The store or the read model failed.
+    #[error(transparent)]
+    Backend(BackendError),
+}

@@ -1,0 +1,303 @@
+//! Where a projection's batches go: an SQLite read model (exactly once) or
+//! any other projection with its checkpoint in the event store (at least
+//! once). The runner's loop drives both the same way.
+
+use std::path::PathBuf;
+
+use annals_core::{BackendError, Checkpoint, CheckpointStore, SkippedEvent};
+use async_trait::async_trait;
+use futures_util::FutureExt;
+
+use crate::envelope::Envelope;
+use crate::error::RunError;
+use crate::projection::{Projection, SqliteProjection};
+use crate::runner::panic_message;
+use crate::sqlite::{BatchError, ReadModel};
+
+/// Why a batch was not applied.
+pub(crate) enum ApplyError<E> {
+    /// The handler failed on the event at `index`; the events come back
+    /// so that the runner can hand on the part before it.
+    Handler {
+        events: Vec<Envelope<E>>,
+        index: usize,
+        error: String,
+    },
+    /// The store or the read model failed.
+    Run(RunError),
+}
+
+#[async_trait]
+pub(crate) trait Target<E: Send + Sync + 'static>: Send {
+    /// Opens the target and returns its checkpoint (`None` for a new one).
+    async fn open(&mut self) -> Result<Option<Checkpoint>, RunError>;
+
+    /// Handles `events`, then saves `checkpoint` with `skipped` recorded.
+    async fn apply(
+        &mut self,
+        events: Vec<Envelope<E>>,
+        checkpoint: Checkpoint,
+        skipped: Option<SkippedEvent>,
+    ) -> Result<(), ApplyError<E>>;
+
+    /// Whether a failed batch left nothing behind, so that the events
+    /// before the failure must be handled again.
+    fn rolls_back(&self) -> bool;
+
+    /// Starts (or goes on with) a rebuild; returns where it stands.
+    async fn begin_rebuild(&mut self) -> Result<Checkpoint, RunError>;
+
+    /// Ends a rebuild that has caught up at `cursor`; returns the
+    /// checkpoint the projection goes on from.
+    async fn finish_rebuild(&mut self, cursor: Checkpoint) -> Result<Checkpoint, RunError>;
+}
+
+// ---------------------------------------------------------------------------
+// Exactly once: an SQLite read model, worked on blocking threads.
+
+pub(crate) struct SqliteTarget<P> {
+    path: PathBuf,
+    /// The projection and its model. Taken while a blocking thread has
+    /// them; absent for good only if that thread was lost.
+    model: Option<ReadModel<P>>,
+    projection: Option<P>,
+}
+
+impl<P: SqliteProjection> SqliteTarget<P> {
+    pub(crate) fn new(path: PathBuf, projection: P) -> Self {
+        SqliteTarget {
+            path,
+            model: None,
+            projection: Some(projection),
+        }
+    }
+
+    fn failed(doing: &'static str, source: BackendError) -> RunError {
+        RunError::Backend {
+            projection: P::NAME,
+            doing,
+            source,
+        }
+    }
+
+    /// Runs `work` on the model on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        doing: &'static str,
+        work: impl FnOnce(&mut ReadModel<P>) -> T + Send + 'static,
+    ) -> Result<T, RunError> {
+        let mut model = self.model.take().ok_or_else(|| {
+            Self::failed(
+                doing,
+                BackendError::new(
+                    annals_core::BackendErrorKind::Other,
+                    "the read model was lost by an earlier failure",
+                ),
+            )
+        })?;
+        let (model, result) = tokio::task::spawn_blocking(move || {
+            let result = work(&mut model);
+            (model, result)
+        })
+        .await
+        .map_err(|join| {
+            Self::failed(
+                doing,
+                BackendError::new(
+                    annals_core::BackendErrorKind::Other,
+                    format!("the read model's thread failed: {join}"),
+                ),
+            )
+        })?;
+        self.model = Some(model);
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl<P: SqliteProjection> Target<P::Events> for SqliteTarget<P> {
+    async fn open(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        let Some(projection) = self.projection.take() else {
+            return Ok(None);
+        };
+        let path = self.path.clone();
+        let opened = tokio::task::spawn_blocking(move || ReadModel::open(projection, &path))
+            .await
+            .map_err(|join| {
+                Self::failed(
+                    "opening the read model",
+                    BackendError::new(
+                        annals_core::BackendErrorKind::Other,
+                        format!("the read model's thread failed: {join}"),
+                    ),
+                )
+            })?
+            .map_err(|e| Self::failed("opening the read model", e))?;
+        let (model, checkpoint) = opened;
+        self.model = Some(model);
+        Ok(Some(checkpoint))
+    }
+
+    async fn apply(
+        &mut self,
+        events: Vec<Envelope<P::Events>>,
+        checkpoint: Checkpoint,
+        skipped: Option<SkippedEvent>,
+    ) -> Result<(), ApplyError<P::Events>> {
+        let result = self
+            .blocking("applying a batch", move |model| {
+                let outcome = model.apply(&events, checkpoint, skipped.as_ref());
+                (events, outcome)
+            })
+            .await;
+        match result {
+            Err(run) => Err(ApplyError::Run(run)),
+            Ok((_, Ok(()))) => Ok(()),
+            Ok((events, Err(BatchError::Handler { index, error }))) => Err(ApplyError::Handler {
+                events,
+                index,
+                error,
+            }),
+            Ok((_, Err(BatchError::Backend(e)))) => {
+                Err(ApplyError::Run(Self::failed("applying a batch", e)))
+            }
+        }
+    }
+
+    fn rolls_back(&self) -> bool {
+        true
+    }
+
+    async fn begin_rebuild(&mut self) -> Result<Checkpoint, RunError> {
+        self.blocking("starting a rebuild", ReadModel::begin_rebuild)
+            .await?
+            .map_err(|e| Self::failed("starting a rebuild", e))
+    }
+
+    async fn finish_rebuild(&mut self, _cursor: Checkpoint) -> Result<Checkpoint, RunError> {
+        self.blocking("swapping the rebuilt model in", ReadModel::finish_rebuild)
+            .await?
+            .map_err(|e| Self::failed("swapping the rebuilt model in", e))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// At least once: any projection, its checkpoint in the event store.
+
+pub(crate) struct StoreTarget<P, C> {
+    projection: P,
+    checkpoints: C,
+}
+
+impl<P: Projection, C: CheckpointStore> StoreTarget<P, C> {
+    pub(crate) fn new(projection: P, checkpoints: C) -> Self {
+        StoreTarget {
+            projection,
+            checkpoints,
+        }
+    }
+
+    fn failed(doing: &'static str, source: BackendError) -> RunError {
+        RunError::Backend {
+            projection: P::NAME,
+            doing,
+            source,
+        }
+    }
+
+    /// Calls a handler, turning a panic into an error.
+    async fn guarded<F>(call: F) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<(), crate::projection::HandlerError>> + Send,
+    {
+        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(format!("the handler panicked: {}", panic_message(&*panic))),
+        }
+    }
+
+    async fn reset(&mut self) -> Result<(), RunError> {
+        Self::guarded(self.projection.reset())
+            .await
+            .map_err(|error| {
+                Self::failed(
+                    "resetting the projection",
+                    BackendError::new(annals_core::BackendErrorKind::Other, error),
+                )
+            })?;
+        if !P::IN_MEMORY {
+            self.checkpoints
+                .reset_checkpoint(P::NAME)
+                .await
+                .map_err(|e| Self::failed("resetting the checkpoint", e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<P: Projection, C: CheckpointStore + 'static> Target<P::Events> for StoreTarget<P, C> {
+    async fn open(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        if P::IN_MEMORY {
+            return Ok(None);
+        }
+        self.checkpoints
+            .load_checkpoint(P::NAME)
+            .await
+            .map_err(|e| Self::failed("loading the checkpoint", e))
+    }
+
+    async fn apply(
+        &mut self,
+        events: Vec<Envelope<P::Events>>,
+        checkpoint: Checkpoint,
+        skipped: Option<SkippedEvent>,
+    ) -> Result<(), ApplyError<P::Events>> {
+        for (index, event) in events.iter().enumerate() {
+            if let Err(error) = Self::guarded(self.projection.handle(event)).await {
+                return Err(ApplyError::Handler {
+                    events,
+                    index,
+                    error,
+                });
+            }
+        }
+        if let Err(error) = Self::guarded(self.projection.flush()).await {
+            if events.is_empty() {
+                return Err(ApplyError::Run(Self::failed(
+                    "flushing the projection",
+                    BackendError::new(annals_core::BackendErrorKind::Other, error),
+                )));
+            }
+            // The whole batch is in doubt: it fails at its first event.
+            return Err(ApplyError::Handler {
+                index: 0,
+                error: format!("flushing the batch failed: {error}"),
+                events,
+            });
+        }
+        if P::IN_MEMORY && skipped.is_none() {
+            return Ok(());
+        }
+        let skipped: Vec<SkippedEvent> = skipped.into_iter().collect();
+        self.checkpoints
+            .save_checkpoint(P::NAME, checkpoint, &skipped)
+            .await
+            .map_err(|e| ApplyError::Run(Self::failed("saving the checkpoint", e)))
+    }
+
+    fn rolls_back(&self) -> bool {
+        false
+    }
+
+    async fn begin_rebuild(&mut self) -> Result<Checkpoint, RunError> {
+        self.reset().await?;
+        Ok(Checkpoint::start(P::VERSION))
+    }
+
+    async fn finish_rebuild(&mut self, cursor: Checkpoint) -> Result<Checkpoint, RunError> {
+        // The projection was rebuilt in place.
+        Ok(cursor)
+    }
+}
