@@ -74,6 +74,17 @@ pub enum Error {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Sqlite(#[from] annals_sqlite::OpenError),
+    /// Projections could not start.
+    #[cfg(feature = "projections")]
+    #[error(transparent)]
+    ProjectionsStart(#[from] annals_projections::StartError),
+    /// A wait for a projection ended without it reaching the position.
+    #[cfg(feature = "projections")]
+    #[error(transparent)]
+    ProjectionWait(#[from] annals_projections::WaitError),
+    /// A store's own trouble (a checkpoint that could not be saved, say).
+    #[error(transparent)]
+    Backend(#[from] annals_core::BackendError),
 }
 
 impl Error {

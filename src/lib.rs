@@ -53,6 +53,7 @@
 //! |---|---|
 //! | `annals::*` | what an application names: aggregates, the repository and units of work, events and ids, reads, the store traits, the in-memory store, the errors |
 //! | [`annals::sqlite`](crate::sqlite) | the embedded SQLite store (feature `sqlite`, on by default), its options, and the `rusqlite` it is built on |
+//! | [`annals::projections`](crate::projections) | the read side: projections, SQLite read models, the runner, rebuilds (feature `projections`, on by default) |
 //! | [`annals::upcast`](crate::upcast) | upcasters, for reading old event schemas as new ones |
 //! | [`annals::store`](crate::store) | what a store backend needs: the append sequence every backend runs, stored parts |
 //! | [`annals::codec`](crate::codec) | helpers for a hand-written `DomainEvent` impl |
@@ -60,14 +61,16 @@
 //! | `annals::testkit` | aggregate tests, the store conformance suite (feature `testkit`) |
 //!
 //! The crates behind it: `annals-core` (everything but the stores),
-//! `annals-derive` (`#[derive(DomainEvent)]`), `annals-sqlite`. Depend on
+//! `annals-derive` (`#[derive(DomainEvent)]`), `annals-sqlite`,
+//! `annals-projections`. Depend on
 //! this one alone.
 
 mod error;
 
 pub use annals_core::{
     ActualVersion, Aggregate, AggregateError, AppendError, AppendOutcome, AppendRequest,
-    BackendError, BackendErrorKind, CacheSize, CommandContext, CommandError, DecodeError,
+    BackendError, BackendErrorKind, CacheSize, Checkpoint, CheckpointStore, CommandContext,
+    CommandError, DecodeError, EventSet, SkippedEvent,
     Direction, DomainEvent, Done, EncodeError, EventDecodeError, EventId, EventStore,
     EventStoreExt, EventType, Executed, ExpectedVersion, HeadWatch, InMemoryStore, InvalidMetadata,
     InvalidName, Limits, LoadError, Loaded, LogFilter, Metadata, NameProblem, NewEvent, NilEventId,
@@ -90,6 +93,15 @@ pub use error::Error;
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use annals_sqlite::{rusqlite, Access, Durability, OpenError, SqliteOptions, SqliteStore};
+}
+
+/// The read side: projections that follow the log into read models,
+/// exactly once into SQLite, at least once into anything else.
+///
+/// See the [`annals_projections`] crate docs for the whole story.
+#[cfg(feature = "projections")]
+pub mod projections {
+    pub use annals_projections::*;
 }
 
 /// Upcasters: old stored event schemas read as the current ones.
