@@ -93,6 +93,7 @@ mod projection;
 mod runner;
 mod sqlite;
 mod status;
+pub mod testing;
 
 pub use annals_core::EventSet;
 pub use envelope::Envelope;

@@ -1,7 +1,7 @@
 //! The runner: projections catch up, follow live commits, report, wait,
 //! rebuild, and stop.
 
-mod source;
+pub(crate) mod source;
 mod target;
 mod task;
 
@@ -34,6 +34,11 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A failure that is not one event's fault.
+pub(crate) fn run_failure(error: crate::error::RunError) -> ProjectionFailure {
+    ProjectionFailure::Run(Arc::new(error))
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -11,6 +11,7 @@ use annals_core::{
 use crate::envelope::Envelope;
 use crate::error::{Found, RunError};
 use crate::projection::UnknownEvents;
+use crate::status::ProjectionFailure;
 
 /// An event that could not be decoded: the batch stops before it.
 #[derive(Debug, Clone)]
@@ -19,6 +20,19 @@ pub(crate) struct Undecodable {
     pub(crate) event_id: EventId,
     pub(crate) event_type: EventType,
     pub(crate) error: String,
+}
+
+impl Undecodable {
+    /// The failure of projection `projection` at this event.
+    pub(crate) fn into_failure(self, projection: &'static str) -> ProjectionFailure {
+        ProjectionFailure::Event {
+            projection,
+            position: self.position,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            error: self.error,
+        }
+    }
 }
 
 /// One batch of a projection.

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::RunError;
 use crate::projection::FailurePolicy;
+use crate::runner::run_failure;
 use crate::runner::source::{Batch, Source, Undecodable};
 use crate::runner::target::{ApplyError, Target};
 use crate::status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
@@ -346,13 +347,7 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
 
     /// Applies the failure policy to an event that failed; `Ok` goes on.
     async fn on_failure(&mut self, failed: Undecodable) -> Result<(), ProjectionFailure> {
-        let failure = ProjectionFailure::Event {
-            projection: self.ctx.name,
-            position: failed.position,
-            event_id: failed.event_id,
-            event_type: failed.event_type.clone(),
-            error: failed.error.clone(),
-        };
+        let failure = failed.clone().into_failure(self.ctx.name);
         match self.ctx.policy.clone() {
             FailurePolicy::Retry { attempts, backoff } => {
                 let made = if self.attempts.0 == failed.position {
@@ -539,10 +534,6 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
             events_per_second: self.per_second,
         });
     }
-}
-
-fn run_failure(error: RunError) -> ProjectionFailure {
-    ProjectionFailure::Run(Arc::new(error))
 }
 
 /// A small pseudo-random generator for backoff jitter (SplitMix64):

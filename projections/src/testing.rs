@@ -1,0 +1,350 @@
+//! Testing a projection: given these events, then the model looks like
+//! this. Runs on the in-memory store from a plain `#[test]`: the test kit
+//! brings its own runtime.
+
+use std::path::PathBuf;
+
+use annals_core::upcast::Upcasters;
+use annals_core::{
+    DomainEvent, EventSet, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent,
+    Position, StreamId,
+};
+
+use crate::error::RunError;
+use crate::projection::{Projection, SqliteProjection};
+use crate::runner::run_failure;
+use crate::runner::source::{Batch, Source};
+use crate::sqlite::{BatchError, ReadModel};
+use crate::status::ProjectionFailure;
+
+/// Events to start from, each group appended to its stream in one append.
+#[derive(Default)]
+struct Given {
+    appends: Vec<(StreamId, Vec<NewEvent>)>,
+}
+
+impl Given {
+    fn add<E: DomainEvent>(&mut self, stream: &str, events: Vec<(E, Metadata)>) {
+        // A test kit reports a broken test at once, with what is wrong.
+        let stream = StreamId::new(stream)
+            .unwrap_or_else(|e| panic!("given: stream id {stream:?} is invalid: {e}"));
+        let events = events
+            .iter()
+            .map(|(event, metadata)| {
+                NewEvent::from_domain(event, metadata.clone())
+                    .unwrap_or_else(|e| panic!("given: an event does not encode: {e}"))
+            })
+            .collect();
+        self.appends.push((stream, events));
+    }
+
+    async fn store(self) -> InMemoryStore {
+        let store = InMemoryStore::new();
+        for (stream, events) in self.appends {
+            store
+                .append(annals_core::AppendRequest::to_stream(
+                    stream,
+                    ExpectedVersion::Any,
+                    events,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("given: the append was refused: {e}"));
+        }
+        store
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("the test kit could not start a runtime: {e}"))
+}
+
+fn source<E: EventSet>(store: InMemoryStore, name: &'static str) -> Source<InMemoryStore, E> {
+    let upcasters = E::upcasters(Upcasters::builder())
+        .build()
+        .unwrap_or_else(|e| panic!("the event set's upcasters are invalid: {e}"));
+    Source::new(
+        store,
+        name,
+        upcasters,
+        crate::projection::UnknownEvents::Fail,
+        100,
+    )
+}
+
+/// Tests a projection that is at least once ([`Projection`]).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use annals_core::testkit::bank::AccountEvent;
+/// use annals_projections::testing::ProjectionTest;
+/// use annals_projections::{Envelope, HandlerError, Projection};
+///
+/// #[derive(Default)]
+/// struct Activity(HashMap<String, u64>);
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Activity {
+///     type Events = AccountEvent;
+///     const NAME: &'static str = "activity";
+///     async fn handle(&mut self, event: &Envelope<AccountEvent>) -> Result<(), HandlerError> {
+///         *self.0.entry(event.stream_id.id().to_owned()).or_default() += 1;
+///         Ok(())
+///     }
+///     async fn reset(&mut self) -> Result<(), HandlerError> {
+///         self.0.clear();
+///         Ok(())
+///     }
+/// }
+///
+/// ProjectionTest::new(Activity::default())
+///     .given("account-1", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 5 }])
+///     .given("account-2", [AccountEvent::Opened { owner: "bob".into() }])
+///     .then(|activity| assert_eq!(activity.0["1"], 2));
+/// ```
+pub struct ProjectionTest<P> {
+    projection: P,
+    given: Given,
+}
+
+impl<P: Projection> ProjectionTest<P> {
+    /// A test of `projection`, with no events yet.
+    pub fn new(projection: P) -> Self {
+        ProjectionTest {
+            projection,
+            given: Given::default(),
+        }
+    }
+
+    /// Appends `events` to `stream` (one append).
+    pub fn given<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        let events = events
+            .into_iter()
+            .map(|e| (e, Metadata::default()))
+            .collect();
+        self.given.add(stream, events);
+        self
+    }
+
+    /// Appends one event with its metadata to `stream`.
+    pub fn given_with<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        event: E,
+        metadata: Metadata,
+    ) -> Self {
+        self.given.add(stream, vec![(event, metadata)]);
+        self
+    }
+
+    /// Runs the projection over the given events; returns it, or the
+    /// failure it stopped at.
+    pub async fn run(mut self) -> Result<P, ProjectionFailure> {
+        let store = self.given.store().await;
+        let source = source::<P::Events>(store, P::NAME);
+        let mut after = Position::START;
+        loop {
+            let batch: Batch<P::Events> = source.next(after).await.map_err(run_failure)?;
+            for event in &batch.events {
+                self.projection
+                    .handle(event)
+                    .await
+                    .map_err(|error| ProjectionFailure::Event {
+                        projection: P::NAME,
+                        position: event.position,
+                        event_id: event.event_id,
+                        event_type: event.event_type.clone(),
+                        error: error.to_string(),
+                    })?;
+            }
+            self.projection.flush().await.map_err(|error| {
+                run_failure(RunError::Backend {
+                    projection: P::NAME,
+                    doing: "flushing",
+                    source: annals_core::BackendError::new(
+                        annals_core::BackendErrorKind::Other,
+                        error.to_string(),
+                    ),
+                })
+            })?;
+            if let Some(bad) = batch.undecodable {
+                return Err(bad.into_failure(P::NAME));
+            }
+            after = batch.read_through;
+            if !batch.full {
+                return Ok(self.projection);
+            }
+        }
+    }
+
+    /// Runs the projection over the given events and calls `check` with
+    /// it. Panics if the projection fails. Call it from a plain `#[test]`;
+    /// async code uses [`ProjectionTest::run`].
+    pub fn then(self, check: impl FnOnce(&P)) {
+        match runtime().block_on(self.run()) {
+            Ok(projection) => check(&projection),
+            Err(failure) => panic!("the projection failed: {failure}"),
+        }
+    }
+}
+
+/// Tests an SQLite read model ([`SqliteProjection`]): the model is built
+/// in a temporary file, and the check reads it with a connection.
+///
+/// ```
+/// use annals_core::testkit::bank::AccountEvent;
+/// use annals_projections::testing::SqliteProjectionTest;
+/// use annals_projections::{Envelope, HandlerError, SqliteProjection};
+/// use rusqlite::Transaction;
+///
+/// struct Count;
+///
+/// impl SqliteProjection for Count {
+///     type Events = AccountEvent;
+///     const NAME: &'static str = "count";
+///     fn create(&self, db: &Transaction<'_>) -> Result<(), HandlerError> {
+///         db.execute_batch("CREATE TABLE events (n INTEGER NOT NULL); INSERT INTO events VALUES (0)")?;
+///         Ok(())
+///     }
+///     fn handle(&mut self, db: &Transaction<'_>, _: &Envelope<AccountEvent>) -> Result<(), HandlerError> {
+///         db.execute("UPDATE events SET n = n + 1", [])?;
+///         Ok(())
+///     }
+/// }
+///
+/// SqliteProjectionTest::new(Count)
+///     .given("account-1", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 5 }])
+///     .then(|db| {
+///         let n: i64 = db.query_row("SELECT n FROM events", [], |r| r.get(0)).unwrap();
+///         assert_eq!(n, 2);
+///     });
+/// ```
+pub struct SqliteProjectionTest<P> {
+    projection: P,
+    given: Given,
+}
+
+impl<P: SqliteProjection> SqliteProjectionTest<P> {
+    /// A test of `projection`, with no events yet.
+    pub fn new(projection: P) -> Self {
+        SqliteProjectionTest {
+            projection,
+            given: Given::default(),
+        }
+    }
+
+    /// Appends `events` to `stream` (one append).
+    pub fn given<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        let events = events
+            .into_iter()
+            .map(|e| (e, Metadata::default()))
+            .collect();
+        self.given.add(stream, events);
+        self
+    }
+
+    /// Appends one event with its metadata to `stream`.
+    pub fn given_with<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        event: E,
+        metadata: Metadata,
+    ) -> Self {
+        self.given.add(stream, vec![(event, metadata)]);
+        self
+    }
+
+    /// Builds the model over the given events in a temporary file, then
+    /// calls `check` with a connection to it. Panics if the projection
+    /// fails. Call it from a plain `#[test]`.
+    pub fn then(self, check: impl FnOnce(&rusqlite::Connection)) {
+        let file = TempFile::new(P::NAME);
+        let built = runtime().block_on(build(self.projection, self.given, &file.0));
+        if let Err(failure) = built {
+            panic!("the projection failed: {failure}");
+        }
+        let conn = rusqlite::Connection::open(&file.0)
+            .unwrap_or_else(|e| panic!("the read model does not open: {e}"));
+        check(&conn);
+    }
+}
+
+async fn build<P: SqliteProjection>(
+    projection: P,
+    given: Given,
+    path: &std::path::Path,
+) -> Result<(), ProjectionFailure> {
+    let store = given.store().await;
+    let source = source::<P::Events>(store, P::NAME);
+    let backend = |doing, source| {
+        run_failure(RunError::Backend {
+            projection: P::NAME,
+            doing,
+            source,
+        })
+    };
+    let (mut model, mut checkpoint) =
+        ReadModel::open(projection, path).map_err(|e| backend("opening the read model", e))?;
+    loop {
+        let batch = source
+            .next(checkpoint.position)
+            .await
+            .map_err(run_failure)?;
+        let next = source
+            .checkpoint_at(batch.read_through, batch.through_id, P::VERSION)
+            .await
+            .map_err(run_failure)?;
+        match model.apply(&batch.events, next, None) {
+            Ok(()) => checkpoint = next,
+            Err(BatchError::Handler { index, error }) => {
+                let event = &batch.events[index];
+                return Err(ProjectionFailure::Event {
+                    projection: P::NAME,
+                    position: event.position,
+                    event_id: event.event_id,
+                    event_type: event.event_type.clone(),
+                    error,
+                });
+            }
+            Err(BatchError::Backend(e)) => return Err(backend("applying a batch", e)),
+        }
+        if let Some(bad) = batch.undecodable {
+            return Err(bad.into_failure(P::NAME));
+        }
+        if !batch.full {
+            return Ok(());
+        }
+    }
+}
+
+/// A database file removed (with its WAL) when the test ends.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str) -> Self {
+        TempFile(std::env::temp_dir().join(format!(
+            "annals-projection-test-{name}-{}.db",
+            uuid::Uuid::now_v7()
+        )))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.0.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(name));
+        }
+    }
+}
