@@ -57,6 +57,15 @@ pub(crate) struct Options {
     pub(crate) gap_free_positions: bool,
 }
 
+impl Default for Options {
+    /// The common contract: gap-free positions.
+    fn default() -> Self {
+        Options {
+            gap_free_positions: true,
+        }
+    }
+}
+
 /// Runs every case against fresh stores from `factory`; panics at the end if
 /// any guarantee is broken.
 pub async fn run<F, Fut, S, E>(factory: F)
@@ -87,9 +96,7 @@ where
     pub fn new(factory: F) -> Self {
         Suite {
             factory,
-            options: Options {
-                gap_free_positions: true,
-            },
+            options: Options::default(),
             case_timeout: Duration::from_secs(120),
         }
     }
@@ -102,14 +109,14 @@ where
 
     /// Runs every case; panics at the end with the list of failures.
     pub async fn run(self) {
-        let factory = &self.factory;
-        let make = || async move {
-            factory()
-                .await
-                .map(|store| Arc::new(store) as Arc<dyn EventStore>)
-                .map_err(|e| format!("{e:?}"))
-        };
-        run_cases(&all_cases(), make, self.options, self.case_timeout).await;
+        run_contract(
+            &all_cases(),
+            self.factory,
+            |store| Arc::new(store) as Arc<dyn EventStore>,
+            self.options,
+            self.case_timeout,
+        )
+        .await;
     }
 }
 
@@ -133,17 +140,33 @@ where
     S: SnapshotStore + 'static,
     E: Debug,
 {
+    run_contract(
+        &snapshot_cases(),
+        factory,
+        |store| Arc::new(store) as Arc<dyn SnapshotStore>,
+        Options::default(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Runs `cases` of the contract of the trait `T` against fresh stores from
+/// `factory`, each shared as `Arc<T>` by `share`.
+async fn run_contract<T, F, Fut, S, E>(
+    cases: &[Case<T>],
+    factory: F,
+    share: fn(S) -> Arc<T>,
+    options: Options,
+    timeout: Duration,
+) where
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    E: Debug,
+{
     let factory = &factory;
-    let make = || async move {
-        factory()
-            .await
-            .map(|store| Arc::new(store) as Arc<dyn SnapshotStore>)
-            .map_err(|e| format!("{e:?}"))
-    };
-    let options = Options {
-        gap_free_positions: true,
-    };
-    run_cases(&snapshot_cases(), make, options, Duration::from_secs(60)).await;
+    let make = || async move { factory().await.map(share).map_err(|e| format!("{e:?}")) };
+    run_cases(cases, make, options, timeout).await;
 }
 
 /// Runs each case on a fresh store, reports each, and panics at the end with
