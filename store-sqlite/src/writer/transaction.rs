@@ -3,10 +3,12 @@
 //! Each append is checked and inserted in its own savepoint, so that one
 //! refused append (a conflict, a reused id) rolls back alone and never
 //! fails its neighbours; a batch of one append needs no savepoint, the
-//! transaction is its unit. Positions are rowids SQLite assigns inside the
-//! write transaction, one past the largest stored: with one writer per file
-//! (SQLite's write lock) commit order is position order, and a reader never
-//! finds an event committed below a position it has already seen.
+//! transaction is its unit.
+//!
+//! Positions are rowids SQLite assigns inside the write transaction, one
+//! past the largest stored: with one writer per file (SQLite's write lock)
+//! commit order is position order, and a reader never finds an event
+//! committed below a position it has already seen.
 
 use annals_core::store::{run_append, Appended, Snapshot};
 use annals_core::{
@@ -249,42 +251,71 @@ fn append_in_savepoint(
     faults: &Faults,
     abandoned: &mut bool,
 ) -> Result<AppendOutcome, AppendError> {
+    in_savepoint(conn, &APPEND_SAVEPOINT, faults, abandoned, || {
+        let mut target = SqliteTarget {
+            conn,
+            faults,
+            undo: APPEND_SAVEPOINT.undo,
+        };
+        match run_append(&mut target, request, recorded_at) {
+            Ok(Appended::Inserted(outcome)) => (false, Ok(outcome)),
+            Ok(refused) => (true, refused.into_result()),
+            Err(error) => (true, Err(AppendError::Backend(error))),
+        }
+    })
+}
+
+/// The statements of a named savepoint, each spelled out whole so that it
+/// is a cached statement, and what its write is called in errors.
+struct Savepoint {
+    begin: &'static str,
+    undo: &'static str,
+    release: &'static str,
+    doing: &'static str,
+    ending: &'static str,
+}
+
+const APPEND_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT append",
+    undo: "ROLLBACK TO append",
+    release: "RELEASE append",
+    doing: "appending",
+    ending: "ending an append's savepoint",
+};
+
+/// Runs `write` in a savepoint of the group's transaction, so that it is
+/// written completely or not at all. `write` says whether what it did must
+/// be undone (it was refused, or failed halfway), and its result.
+fn in_savepoint<T, E: From<BackendError>>(
+    conn: &Connection,
+    savepoint: &Savepoint,
+    faults: &Faults,
+    abandoned: &mut bool,
+    write: impl FnOnce() -> (bool, Result<T, E>),
+) -> Result<T, E> {
     faults
         .check(Step::Savepoint)
-        .and_then(|()| execute(conn, "SAVEPOINT append"))
-        .map_err(|e| backend("appending", e))?;
-    let mut target = SqliteTarget {
-        conn,
-        faults,
-        undo: "ROLLBACK TO append",
-    };
-    let appended = run_append(&mut target, request, recorded_at);
-    let (undo, result) = match appended {
-        Ok(Appended::Inserted(outcome)) => (false, Ok(outcome)),
-        Ok(refused) => (true, refused.into_result()),
-        Err(error) => (true, Err(AppendError::Backend(error))),
-    };
+        .and_then(|()| execute(conn, savepoint.begin))
+        .map_err(|e| backend(savepoint.doing, e))?;
+    let (undo, result) = write();
     if conn.is_autocommit() {
         // SQLite gave up the transaction; the batch will notice.
         return result;
     }
     let ended = if undo {
-        execute(conn, "ROLLBACK TO append").and_then(|()| execute(conn, "RELEASE append"))
+        execute(conn, savepoint.undo).and_then(|()| execute(conn, savepoint.release))
     } else {
-        execute(conn, "RELEASE append")
+        execute(conn, savepoint.release)
     };
     if let Err(e) = ended {
-        // An append whose savepoint cannot be ended may have rows in the
+        // A write whose savepoint cannot be ended may have rows in the
         // group's transaction: give the whole transaction up, so that
         // nothing of it commits; the batch then runs each write alone.
         *abandoned = true;
         if let Err(rollback) = execute(conn, "ROLLBACK") {
             tracing::warn!(error = %rollback, "rolling back a write transaction failed");
         }
-        return Err(AppendError::Backend(backend(
-            "ending an append's savepoint",
-            e,
-        )));
+        return Err(backend(savepoint.ending, e).into());
     }
     result
 }
