@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use annals_core::{
-    AppendError, BackendErrorKind, EventStore, EventStoreExt, ExpectedVersion, NewEvent, Payload,
-    Position, ReadAll, ReadError, StreamId,
+    AppendError, BackendErrorKind, Checkpoint, CheckpointStore, EventStore, EventStoreExt,
+    ExpectedVersion, NewEvent, Payload, Position, ReadAll, ReadError, StreamId,
 };
 use annals_sqlite::{Access, OpenError, SqliteStore};
 
@@ -358,12 +358,19 @@ async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
 }
 
 #[tokio::test]
-async fn version_3_file_migrates_to_4_keeping_its_events() -> TestResult {
+async fn version_3_file_migrates_to_4_keeping_its_events_and_takes_checkpoints() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("v3.db");
     file_at_schema_version(&path, 3)?;
     assert_eq!(migrated_schema_version(&path).await?, "4");
     let store = SqliteStore::open(&path).await?;
+    let saved = Checkpoint {
+        position: Position(2),
+        event_id: None,
+        version: 1,
+    };
+    store.save_checkpoint("balances", saved, &[]).await?;
+    assert_eq!(store.load_checkpoint("balances").await?, Some(saved));
     assert_eq!(
         store.read_stream_to_end(&stream("account-1")).await?.len(),
         2

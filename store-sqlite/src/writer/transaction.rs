@@ -3,7 +3,9 @@
 //! Each append is checked and inserted in its own savepoint, so that one
 //! refused append (a conflict, a reused id) rolls back alone and never
 //! fails its neighbours; a batch of one append needs no savepoint, the
-//! transaction is its unit.
+//! transaction is its unit. A checkpoint's write (the checkpoint and the
+//! events its follower skipped) is several statements, so it always gets a
+//! savepoint: nothing of it is kept unless all of it is.
 //!
 //! Positions are rowids SQLite assigns inside the write transaction, one
 //! past the largest stored: with one writer per file (SQLite's write lock)
@@ -20,6 +22,7 @@ use rusqlite::Connection;
 use crate::error::backend;
 use crate::row::to_sql_int;
 use crate::writer::append::{execute, SqliteTarget};
+use crate::writer::checkpoint::{reset_checkpoint, save_checkpoint, CheckpointSave};
 use crate::writer::fault::{Faults, Step};
 
 const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
@@ -31,6 +34,10 @@ pub(crate) enum Work {
     Append(AppendRequest),
     /// A snapshot to keep.
     SaveSnapshot(Snapshot),
+    /// A follower's checkpoint, with the events it skipped.
+    SaveCheckpoint(CheckpointSave),
+    /// A follower's name, whose checkpoint and skipped events to forget.
+    ResetCheckpoint(String),
     /// A commit that syncs the WAL (relaxed durability's bound).
     Sync,
 }
@@ -40,7 +47,8 @@ impl Work {
         match self {
             Work::Append(request) => request.payload_bytes(),
             Work::SaveSnapshot(snapshot) => snapshot.state.len(),
-            Work::Sync => 0,
+            Work::SaveCheckpoint(save) => save.bytes(),
+            Work::ResetCheckpoint(_) | Work::Sync => 0,
         }
     }
 
@@ -49,6 +57,7 @@ impl Work {
         match self {
             Work::Append(_) => Answer::Append(Err(AppendError::Backend(error))),
             Work::SaveSnapshot(_) => Answer::Snapshot(Err(SnapshotError::Backend(error))),
+            Work::SaveCheckpoint(_) | Work::ResetCheckpoint(_) => Answer::Checkpoint(Err(error)),
             Work::Sync => Answer::Sync(Err(error)),
         }
     }
@@ -58,6 +67,7 @@ impl Work {
 pub(crate) enum Answer {
     Append(Result<AppendOutcome, AppendError>),
     Snapshot(Result<(), SnapshotError>),
+    Checkpoint(Result<(), BackendError>),
     Sync(Result<(), BackendError>),
 }
 
@@ -66,7 +76,7 @@ impl Answer {
         match self {
             Answer::Append(result) => result.is_err(),
             Answer::Snapshot(result) => result.is_err(),
-            Answer::Sync(result) => result.is_err(),
+            Answer::Checkpoint(result) | Answer::Sync(result) => result.is_err(),
         }
     }
 
@@ -82,6 +92,7 @@ impl Answer {
         match self {
             Answer::Append(Ok(_)) => Answer::Append(Err(AppendError::Backend(unknown()))),
             Answer::Snapshot(Ok(())) => Answer::Snapshot(Err(SnapshotError::Backend(unknown()))),
+            Answer::Checkpoint(Ok(())) => Answer::Checkpoint(Err(unknown())),
             Answer::Sync(Ok(())) => Answer::Sync(Err(unknown())),
             refused => refused,
         }
@@ -175,6 +186,20 @@ pub(crate) fn run_batch(
                 Answer::Append(appended)
             }
             Work::SaveSnapshot(snapshot) => Answer::Snapshot(save_snapshot(conn, snapshot, faults)),
+            Work::SaveCheckpoint(save) => Answer::Checkpoint(in_savepoint(
+                conn,
+                &CHECKPOINT_SAVEPOINT,
+                faults,
+                &mut abandoned,
+                || undo_on_error(save_checkpoint(conn, save, faults, recorded_at)),
+            )),
+            Work::ResetCheckpoint(name) => Answer::Checkpoint(in_savepoint(
+                conn,
+                &CHECKPOINT_SAVEPOINT,
+                faults,
+                &mut abandoned,
+                || undo_on_error(reset_checkpoint(conn, name)),
+            )),
             Work::Sync => Answer::Sync(mark_synced(conn, recorded_at)),
         };
         if answer.is_err() && alone {
@@ -283,6 +308,14 @@ const APPEND_SAVEPOINT: Savepoint = Savepoint {
     ending: "ending an append's savepoint",
 };
 
+const CHECKPOINT_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT checkpoint",
+    undo: "ROLLBACK TO checkpoint",
+    release: "RELEASE checkpoint",
+    doing: "writing a checkpoint",
+    ending: "ending a checkpoint's savepoint",
+};
+
 /// Runs `write` in a savepoint of the group's transaction, so that it is
 /// written completely or not at all. `write` says whether what it did must
 /// be undone (it was refused, or failed halfway), and its result.
@@ -318,6 +351,11 @@ fn in_savepoint<T, E: From<BackendError>>(
         return Err(backend(savepoint.ending, e).into());
     }
     result
+}
+
+/// A write that failed is undone, whatever it did before failing.
+fn undo_on_error<T>(result: Result<T, BackendError>) -> (bool, Result<T, BackendError>) {
+    (result.is_err(), result)
 }
 
 fn save_snapshot(
