@@ -14,3 +14,11 @@ async fn in_memory_store_keeps_the_snapshot_contract() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_store_keeps_the_checkpoint_contract() {
+    conformance::run_checkpoints(|| async {
+        Ok::<_, std::convert::Infallible>(InMemoryStore::new())
+    })
+    .await;
+}

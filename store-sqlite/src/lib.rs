@@ -20,6 +20,10 @@
 //! - **Safe files.** A file that is not an annals database, or was written by
 //!   a newer annals, is refused untouched; an older one is migrated. Events
 //!   are append-only: triggers refuse `UPDATE` and `DELETE` on the log.
+//! - **Checkpoints.** Projections and sagas keep their place in the log in
+//!   the same file ([`CheckpointStore`](annals_core::CheckpointStore)): a
+//!   checkpoint and the events its follower skipped are saved in one
+//!   transaction, through the same writer as appends.
 //! - **Live.** After each commit the writer publishes the new head, so
 //!   waiters ([`EventStore::watch_head`](annals_core::EventStore::watch_head))
 //!   wake at once. Commits made by another process on the same file wake

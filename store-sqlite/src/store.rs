@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the store contract on one SQLite file.
 //!
-//! The store itself only wires its parts together: the writer (appends and
-//! snapshots), the read pool (every query), and the head (what watchers
+//! The store itself only wires its parts together: the writer (appends,
+//! snapshots and checkpoints), the read pool (every query), and the head (what watchers
 //! see).
 
 use std::path::{Path, PathBuf};
@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
-    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, EventStore,
-    HeadWatch, Limits, Page, Position, ReadAll, ReadError, ReadStream, RecordedEvent,
-    SnapshotError, SnapshotStore, StreamId,
+    AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Checkpoint,
+    CheckpointStore, EventStore, HeadWatch, Limits, Page, Position, ReadAll, ReadError, ReadStream,
+    RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore, StreamId,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -21,7 +21,7 @@ use crate::options::{Access, SqliteOptions};
 use crate::read::{self, ReadPool};
 use crate::schema;
 use crate::watch::Head;
-use crate::writer::Writer;
+use crate::writer::{CheckpointSave, Writer};
 
 /// The embedded event store: one SQLite file in WAL mode, a writer that
 /// commits queued appends together, and a pool of read connections.
@@ -284,6 +284,31 @@ impl SnapshotStore for SqliteStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, SnapshotError> {
         self.inner.reads.snapshot(stream).await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, BackendError> {
+        self.inner.reads.checkpoint(name).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        checkpoint: Checkpoint,
+        skipped: &[SkippedEvent],
+    ) -> Result<(), BackendError> {
+        let save = CheckpointSave::new(name, checkpoint, skipped)?;
+        self.writer()?.save_checkpoint(save).await
+    }
+
+    async fn skipped_events(&self, name: &str) -> Result<Vec<SkippedEvent>, BackendError> {
+        self.inner.reads.skipped_events(name).await
+    }
+
+    async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
+        self.writer()?.reset_checkpoint(name).await
     }
 }
 

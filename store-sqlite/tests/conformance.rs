@@ -30,3 +30,8 @@ async fn sqlite_store_on_a_named_file_with_relaxed_durability_keeps_the_store_co
 async fn sqlite_store_keeps_the_snapshot_contract() {
     conformance::run_snapshots(SqliteStore::open_temporary).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_the_checkpoint_contract() {
+    conformance::run_checkpoints(SqliteStore::open_temporary).await;
+}

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use annals_core::{
-    AppendError, BackendErrorKind, EventStore, EventStoreExt, ExpectedVersion, NewEvent, Payload,
-    Position, ReadAll, ReadError, StreamId,
+    AppendError, BackendErrorKind, Checkpoint, CheckpointStore, EventStore, EventStoreExt,
+    ExpectedVersion, NewEvent, Payload, Position, ReadAll, ReadError, StreamId,
 };
 use annals_sqlite::{Access, OpenError, SqliteStore};
 
@@ -306,22 +306,25 @@ async fn relaxed_store_with_a_sync_interval_too_long_to_reach_keeps_serving() ->
     Ok(())
 }
 
-#[tokio::test]
-async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("v1.db");
-    {
-        // A file as the first schema version left it, with one event.
-        let conn = rusqlite::Connection::open(&path)?;
-        conn.pragma_update(None, "application_id", 0x616E_6E6C)?;
-        conn.execute_batch(annals_sqlite::__schema_migrations()[0])?;
-        conn.execute(
-            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-             VALUES (1, 'account-1', 1, ?1, 'Opened', 1, '{\"owner\":\"ada\"}', NULL, 0)",
-            [&uuid::Uuid::now_v7().as_bytes()[..]],
-        )?;
+/// A file as schema `version` left it, with one event.
+fn file_at_schema_version(path: &Path, version: usize) -> TestResult {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "application_id", 0x616E_6E6C)?;
+    for migration in &annals_sqlite::__schema_migrations()[..version] {
+        conn.execute_batch(migration)?;
     }
-    let store = SqliteStore::open(&path).await?;
+    conn.execute(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+         VALUES (1, 'account-1', 1, ?1, 'Opened', 1, '{\"owner\":\"ada\"}', NULL, 0)",
+        [&uuid::Uuid::now_v7().as_bytes()[..]],
+    )?;
+    Ok(())
+}
+
+/// Opens an older file, checks its event is kept and the store appends,
+/// closes it, and returns the schema version the file was left at.
+async fn migrated_schema_version(path: &Path) -> Result<String, Box<dyn Error>> {
+    let store = SqliteStore::open(path).await?;
     let events = store.read_stream_to_end(&stream("account-1")).await?;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].payload.as_str(), r#"{"owner":"ada"}"#);
@@ -333,16 +336,44 @@ async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
         )
         .await?;
     store.close().await;
-    let conn = rusqlite::Connection::open(&path)?;
-    let version: String = conn.query_row(
+    let conn = rusqlite::Connection::open(path)?;
+    Ok(conn.query_row(
         "SELECT value FROM annals_meta WHERE key = 'schema_version'",
         [],
         |r| r.get(0),
-    )?;
+    )?)
+}
+
+#[tokio::test]
+async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v1.db");
+    file_at_schema_version(&path, 1)?;
     assert_eq!(
-        version,
+        migrated_schema_version(&path).await?,
         annals_sqlite::__schema_migrations().len().to_string(),
         "migrated to the newest schema"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn version_3_file_migrates_to_4_keeping_its_events_and_takes_checkpoints() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v3.db");
+    file_at_schema_version(&path, 3)?;
+    assert_eq!(migrated_schema_version(&path).await?, "4");
+    let store = SqliteStore::open(&path).await?;
+    let saved = Checkpoint {
+        position: Position(2),
+        event_id: None,
+        version: 1,
+    };
+    store.save_checkpoint("balances", saved, &[]).await?;
+    assert_eq!(store.load_checkpoint("balances").await?, Some(saved));
+    assert_eq!(
+        store.read_stream_to_end(&stream("account-1")).await?.len(),
+        2
     );
     Ok(())
 }

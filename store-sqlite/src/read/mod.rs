@@ -6,6 +6,7 @@
 //! many pages, so no reader pins the WAL for long and memory stays bounded
 //! by the page size, whatever the size of the log.
 
+mod checkpoints;
 mod filter;
 
 use std::path::PathBuf;
@@ -13,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
-    BackendError, Direction, Page, Payload, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, SnapshotError, StreamId, Timestamp,
+    BackendError, Checkpoint, Direction, Page, Payload, Position, ReadAll, ReadError, ReadStream,
+    RecordedEvent, SkippedEvent, SnapshotError, StreamId, Timestamp,
 };
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
@@ -122,6 +123,26 @@ impl ReadPool {
     ) -> Result<Option<Snapshot>, SnapshotError> {
         let stream = stream.clone();
         self.run(move |conn| load_snapshot(conn, stream)).await
+    }
+
+    /// The checkpoint saved under a follower's name.
+    pub(crate) async fn checkpoint(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Checkpoint>, BackendError> {
+        let name = name.to_owned();
+        self.run(move |conn| checkpoints::load_checkpoint(conn, &name))
+            .await
+    }
+
+    /// The events a follower skipped, oldest position first.
+    pub(crate) async fn skipped_events(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Vec<SkippedEvent>, BackendError> {
+        let name = name.to_owned();
+        self.run(move |conn| checkpoints::skipped_events(conn, &name))
+            .await
     }
 
     /// Runs `read` on a pooled connection, on a blocking thread.

@@ -38,6 +38,7 @@
 //! disk by t + `sync_interval` + the time one sync takes.
 
 mod append;
+mod checkpoint;
 mod fault;
 mod queue;
 #[cfg(test)]
@@ -64,13 +65,14 @@ use crate::options::{Durability, SqliteOptions};
 use crate::schema;
 use crate::watch::Head;
 
+pub(crate) use checkpoint::CheckpointSave;
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultPlan;
 use fault::Faults;
 use queue::{answer_all, sync_job, Job, Leader, State};
 use transaction::{run_batch, Answer, Outcome, Work};
 
-/// The handle every append and snapshot goes through.
+/// The handle every append, snapshot and checkpoint goes through.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -174,6 +176,26 @@ impl Writer {
         match self.submit(Work::SaveSnapshot(snapshot)).await? {
             Answer::Snapshot(result) => result,
             _ => Err(mixed_up().into()),
+        }
+    }
+
+    /// Saves a follower's checkpoint with the events it skipped, in one
+    /// transaction.
+    pub(crate) async fn save_checkpoint(&self, save: CheckpointSave) -> Result<(), BackendError> {
+        self.checkpoint(Work::SaveCheckpoint(save)).await
+    }
+
+    /// Forgets a follower's checkpoint and skipped events, in one
+    /// transaction.
+    pub(crate) async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
+        self.checkpoint(Work::ResetCheckpoint(name.to_owned()))
+            .await
+    }
+
+    async fn checkpoint(&self, work: Work) -> Result<(), BackendError> {
+        match self.submit(work).await? {
+            Answer::Checkpoint(result) => result,
+            _ => Err(mixed_up()),
         }
     }
 

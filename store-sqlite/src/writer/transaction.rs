@@ -3,10 +3,14 @@
 //! Each append is checked and inserted in its own savepoint, so that one
 //! refused append (a conflict, a reused id) rolls back alone and never
 //! fails its neighbours; a batch of one append needs no savepoint, the
-//! transaction is its unit. Positions are rowids SQLite assigns inside the
-//! write transaction, one past the largest stored: with one writer per file
-//! (SQLite's write lock) commit order is position order, and a reader never
-//! finds an event committed below a position it has already seen.
+//! transaction is its unit. A checkpoint's write (the checkpoint and the
+//! events its follower skipped) is several statements, so it always gets a
+//! savepoint: nothing of it is kept unless all of it is.
+//!
+//! Positions are rowids SQLite assigns inside the write transaction, one
+//! past the largest stored: with one writer per file (SQLite's write lock)
+//! commit order is position order, and a reader never finds an event
+//! committed below a position it has already seen.
 
 use annals_core::store::{run_append, Appended, Snapshot};
 use annals_core::{
@@ -18,6 +22,7 @@ use rusqlite::Connection;
 use crate::error::backend;
 use crate::row::to_sql_int;
 use crate::writer::append::{execute, SqliteTarget};
+use crate::writer::checkpoint::{reset_checkpoint, save_checkpoint, CheckpointSave};
 use crate::writer::fault::{Faults, Step};
 
 const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
@@ -29,6 +34,10 @@ pub(crate) enum Work {
     Append(AppendRequest),
     /// A snapshot to keep.
     SaveSnapshot(Snapshot),
+    /// A follower's checkpoint, with the events it skipped.
+    SaveCheckpoint(CheckpointSave),
+    /// A follower's name, whose checkpoint and skipped events to forget.
+    ResetCheckpoint(String),
     /// A commit that syncs the WAL (relaxed durability's bound).
     Sync,
 }
@@ -38,7 +47,8 @@ impl Work {
         match self {
             Work::Append(request) => request.payload_bytes(),
             Work::SaveSnapshot(snapshot) => snapshot.state.len(),
-            Work::Sync => 0,
+            Work::SaveCheckpoint(save) => save.bytes(),
+            Work::ResetCheckpoint(_) | Work::Sync => 0,
         }
     }
 
@@ -47,6 +57,7 @@ impl Work {
         match self {
             Work::Append(_) => Answer::Append(Err(AppendError::Backend(error))),
             Work::SaveSnapshot(_) => Answer::Snapshot(Err(SnapshotError::Backend(error))),
+            Work::SaveCheckpoint(_) | Work::ResetCheckpoint(_) => Answer::Checkpoint(Err(error)),
             Work::Sync => Answer::Sync(Err(error)),
         }
     }
@@ -56,6 +67,7 @@ impl Work {
 pub(crate) enum Answer {
     Append(Result<AppendOutcome, AppendError>),
     Snapshot(Result<(), SnapshotError>),
+    Checkpoint(Result<(), BackendError>),
     Sync(Result<(), BackendError>),
 }
 
@@ -64,7 +76,7 @@ impl Answer {
         match self {
             Answer::Append(result) => result.is_err(),
             Answer::Snapshot(result) => result.is_err(),
-            Answer::Sync(result) => result.is_err(),
+            Answer::Checkpoint(result) | Answer::Sync(result) => result.is_err(),
         }
     }
 
@@ -80,6 +92,7 @@ impl Answer {
         match self {
             Answer::Append(Ok(_)) => Answer::Append(Err(AppendError::Backend(unknown()))),
             Answer::Snapshot(Ok(())) => Answer::Snapshot(Err(SnapshotError::Backend(unknown()))),
+            Answer::Checkpoint(Ok(())) => Answer::Checkpoint(Err(unknown())),
             Answer::Sync(Ok(())) => Answer::Sync(Err(unknown())),
             refused => refused,
         }
@@ -173,6 +186,20 @@ pub(crate) fn run_batch(
                 Answer::Append(appended)
             }
             Work::SaveSnapshot(snapshot) => Answer::Snapshot(save_snapshot(conn, snapshot, faults)),
+            Work::SaveCheckpoint(save) => Answer::Checkpoint(in_savepoint(
+                conn,
+                &CHECKPOINT_SAVEPOINT,
+                faults,
+                &mut abandoned,
+                || undo_on_error(save_checkpoint(conn, save, faults, recorded_at)),
+            )),
+            Work::ResetCheckpoint(name) => Answer::Checkpoint(in_savepoint(
+                conn,
+                &CHECKPOINT_SAVEPOINT,
+                faults,
+                &mut abandoned,
+                || undo_on_error(reset_checkpoint(conn, name)),
+            )),
             Work::Sync => Answer::Sync(mark_synced(conn, recorded_at)),
         };
         if answer.is_err() && alone {
@@ -249,44 +276,86 @@ fn append_in_savepoint(
     faults: &Faults,
     abandoned: &mut bool,
 ) -> Result<AppendOutcome, AppendError> {
+    in_savepoint(conn, &APPEND_SAVEPOINT, faults, abandoned, || {
+        let mut target = SqliteTarget {
+            conn,
+            faults,
+            undo: APPEND_SAVEPOINT.undo,
+        };
+        match run_append(&mut target, request, recorded_at) {
+            Ok(Appended::Inserted(outcome)) => (false, Ok(outcome)),
+            Ok(refused) => (true, refused.into_result()),
+            Err(error) => (true, Err(AppendError::Backend(error))),
+        }
+    })
+}
+
+/// The statements of a named savepoint, each spelled out whole so that it
+/// is a cached statement, and what its write is called in errors.
+struct Savepoint {
+    begin: &'static str,
+    undo: &'static str,
+    release: &'static str,
+    doing: &'static str,
+    ending: &'static str,
+}
+
+const APPEND_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT append",
+    undo: "ROLLBACK TO append",
+    release: "RELEASE append",
+    doing: "appending",
+    ending: "ending an append's savepoint",
+};
+
+const CHECKPOINT_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT checkpoint",
+    undo: "ROLLBACK TO checkpoint",
+    release: "RELEASE checkpoint",
+    doing: "writing a checkpoint",
+    ending: "ending a checkpoint's savepoint",
+};
+
+/// Runs `write` in a savepoint of the group's transaction, so that it is
+/// written completely or not at all. `write` says whether what it did must
+/// be undone (it was refused, or failed halfway), and its result.
+fn in_savepoint<T, E: From<BackendError>>(
+    conn: &Connection,
+    savepoint: &Savepoint,
+    faults: &Faults,
+    abandoned: &mut bool,
+    write: impl FnOnce() -> (bool, Result<T, E>),
+) -> Result<T, E> {
     faults
         .check(Step::Savepoint)
-        .and_then(|()| execute(conn, "SAVEPOINT append"))
-        .map_err(|e| backend("appending", e))?;
-    let mut target = SqliteTarget {
-        conn,
-        faults,
-        undo: "ROLLBACK TO append",
-    };
-    let appended = run_append(&mut target, request, recorded_at);
-    let (undo, result) = match appended {
-        Ok(Appended::Inserted(outcome)) => (false, Ok(outcome)),
-        Ok(refused) => (true, refused.into_result()),
-        Err(error) => (true, Err(AppendError::Backend(error))),
-    };
+        .and_then(|()| execute(conn, savepoint.begin))
+        .map_err(|e| backend(savepoint.doing, e))?;
+    let (undo, result) = write();
     if conn.is_autocommit() {
         // SQLite gave up the transaction; the batch will notice.
         return result;
     }
     let ended = if undo {
-        execute(conn, "ROLLBACK TO append").and_then(|()| execute(conn, "RELEASE append"))
+        execute(conn, savepoint.undo).and_then(|()| execute(conn, savepoint.release))
     } else {
-        execute(conn, "RELEASE append")
+        execute(conn, savepoint.release)
     };
     if let Err(e) = ended {
-        // An append whose savepoint cannot be ended may have rows in the
+        // A write whose savepoint cannot be ended may have rows in the
         // group's transaction: give the whole transaction up, so that
         // nothing of it commits; the batch then runs each write alone.
         *abandoned = true;
         if let Err(rollback) = execute(conn, "ROLLBACK") {
             tracing::warn!(error = %rollback, "rolling back a write transaction failed");
         }
-        return Err(AppendError::Backend(backend(
-            "ending an append's savepoint",
-            e,
-        )));
+        return Err(backend(savepoint.ending, e).into());
     }
     result
+}
+
+/// A write that failed is undone, whatever it did before failing.
+fn undo_on_error<T>(result: Result<T, BackendError>) -> (bool, Result<T, BackendError>) {
+    (result.is_err(), result)
 }
 
 fn save_snapshot(

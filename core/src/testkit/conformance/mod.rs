@@ -20,6 +20,7 @@
 //! the racing cases really race.
 
 mod basics;
+mod checkpoints;
 mod filters;
 mod idempotency;
 mod json;
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 
-use crate::{EventStore, NewEvent, Payload, SnapshotStore, StreamId};
+use crate::{CheckpointStore, EventStore, NewEvent, Payload, SnapshotStore, StreamId};
 
 /// What a case returns: `Err` names the broken expectation.
 pub(crate) type CaseResult = Result<(), String>;
@@ -55,6 +56,15 @@ struct Case<T: ?Sized> {
 pub(crate) struct Options {
     /// Positions have no gaps (every store but PostgreSQL).
     pub(crate) gap_free_positions: bool,
+}
+
+impl Default for Options {
+    /// The common contract: gap-free positions.
+    fn default() -> Self {
+        Options {
+            gap_free_positions: true,
+        }
+    }
 }
 
 /// Runs every case against fresh stores from `factory`; panics at the end if
@@ -87,9 +97,7 @@ where
     pub fn new(factory: F) -> Self {
         Suite {
             factory,
-            options: Options {
-                gap_free_positions: true,
-            },
+            options: Options::default(),
             case_timeout: Duration::from_secs(120),
         }
     }
@@ -102,14 +110,14 @@ where
 
     /// Runs every case; panics at the end with the list of failures.
     pub async fn run(self) {
-        let factory = &self.factory;
-        let make = || async move {
-            factory()
-                .await
-                .map(|store| Arc::new(store) as Arc<dyn EventStore>)
-                .map_err(|e| format!("{e:?}"))
-        };
-        run_cases(&all_cases(), make, self.options, self.case_timeout).await;
+        run_contract(
+            &all_cases(),
+            self.factory,
+            |store| Arc::new(store) as Arc<dyn EventStore>,
+            self.options,
+            self.case_timeout,
+        )
+        .await;
     }
 }
 
@@ -133,17 +141,66 @@ where
     S: SnapshotStore + 'static,
     E: Debug,
 {
+    run_contract(
+        &snapshot_cases(),
+        factory,
+        |store| Arc::new(store) as Arc<dyn SnapshotStore>,
+        Options::default(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Runs the checkpoint store contract ([`CheckpointStore`]'s numbered
+/// guarantees) against fresh stores from `factory`; panics at the end if any
+/// is broken.
+///
+/// Run it on a multi-threaded runtime, so that the case where saves race
+/// with a reader really races.
+///
+/// ```
+/// use annals_core::testkit::conformance;
+/// use annals_core::InMemoryStore;
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// conformance::run_checkpoints(|| async { Ok::<_, std::convert::Infallible>(InMemoryStore::new()) }).await;
+/// # }
+/// ```
+pub async fn run_checkpoints<F, Fut, S, E>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: CheckpointStore + 'static,
+    E: Debug,
+{
+    run_contract(
+        &checkpoint_cases(),
+        factory,
+        |store| Arc::new(store) as Arc<dyn CheckpointStore>,
+        Options::default(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Runs `cases` of the contract of the trait `T` against fresh stores from
+/// `factory`, each shared as `Arc<T>` by `share`.
+async fn run_contract<T, F, Fut, S, E>(
+    cases: &[Case<T>],
+    factory: F,
+    share: fn(S) -> Arc<T>,
+    options: Options,
+    timeout: Duration,
+) where
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    E: Debug,
+{
     let factory = &factory;
-    let make = || async move {
-        factory()
-            .await
-            .map(|store| Arc::new(store) as Arc<dyn SnapshotStore>)
-            .map_err(|e| format!("{e:?}"))
-    };
-    let options = Options {
-        gap_free_positions: true,
-    };
-    run_cases(&snapshot_cases(), make, options, Duration::from_secs(60)).await;
+    let make = || async move { factory().await.map(share).map_err(|e| format!("{e:?}")) };
+    run_cases(cases, make, options, timeout).await;
 }
 
 /// Runs each case on a fresh store, reports each, and panics at the end with
@@ -220,6 +277,23 @@ fn snapshot_cases() -> Vec<Case<dyn SnapshotStore>> {
         2 snapshots::newer_snapshot_replaces_an_older_one,
         2 snapshots::older_snapshot_never_replaces_a_newer_one,
         1 snapshots::snapshots_of_different_streams_are_separate,
+    ]
+}
+
+fn checkpoint_cases() -> Vec<Case<dyn CheckpointStore>> {
+    cases![
+        1 checkpoints::missing_checkpoint_loads_as_none,
+        1 checkpoints::saved_checkpoint_loads_back_exactly,
+        1 checkpoints::checkpoints_of_different_names_are_separate,
+        1 checkpoints::hostile_but_valid_names_round_trip,
+        2 checkpoints::save_replaces_the_checkpoint,
+        2 checkpoints::skipped_events_are_recorded_with_their_checkpoint,
+        2 checkpoints::saving_the_same_skipped_event_twice_keeps_one_record,
+        2 checkpoints::readers_never_find_a_checkpoint_without_its_skipped_events,
+        3 checkpoints::skipped_events_list_in_position_order,
+        3 checkpoints::name_without_skipped_events_lists_none,
+        4 checkpoints::reset_forgets_the_checkpoint_and_its_skipped_events,
+        4 checkpoints::reset_of_one_name_leaves_the_others,
     ]
 }
 

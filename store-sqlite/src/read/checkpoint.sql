@@ -1,0 +1,1 @@
+SELECT position, event_id, version FROM checkpoints WHERE name = ?1
