@@ -70,7 +70,7 @@ pub struct SkippedEvent {
 ///    exactly, or `None` if none was saved (or it was reset).
 /// 2. `save_checkpoint` replaces the name's checkpoint and records the
 ///    skipped events given, in one step: both or neither. Recording an
-///    event that is already recorded for the name keeps one record.
+///    event that is already recorded for the name keeps the first record.
 /// 3. `skipped_events` lists the name's skipped events in position order.
 /// 4. `reset_checkpoint` forgets the name's checkpoint and skipped events;
 ///    other names are untouched.

@@ -281,9 +281,11 @@ impl CheckpointStore for InMemoryStore {
         let tracking = log.checkpoints.entry(name.to_owned()).or_default();
         tracking.checkpoint = Some(checkpoint);
         for event in skipped {
+            // The first record of an event stays, as on every store.
             tracking
                 .skipped
-                .insert((event.position, event.event_id), event.clone());
+                .entry((event.position, event.event_id))
+                .or_insert_with(|| event.clone());
         }
         Ok(())
     }

@@ -96,6 +96,9 @@ mod status;
 pub mod testing;
 
 pub use annals_core::EventSet;
+/// Write `#[async_trait]` on an `impl Projection` (re-exported, so that an
+/// application needs no dependency of its own for it).
+pub use async_trait::async_trait;
 pub use envelope::Envelope;
 pub use error::{Found, RunError, StartError, WaitError};
 pub use projection::{

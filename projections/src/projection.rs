@@ -19,6 +19,21 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// and commits. The tables and the checkpoint move together: a crash at any
 /// point neither loses an event's effect nor applies it twice.
 ///
+/// # A database of its own
+///
+/// The read model's database is its own file, beside the event store's.
+/// The event store's file has one writer, which commits appends in groups;
+/// a read model in that same file would be a second writer, holding the
+/// file's write lock while its handler runs, and appends would wait behind
+/// it (or fail with a busy error once the busy timeout passes). In a file of
+/// its own, a read model's batches never delay a command, and a rebuild
+/// never grows the event store's WAL. It can share the events' file (give
+/// the runner that path) when a query must join events and model in one
+/// database, at that cost. Several read models may share one file of their
+/// own: each keeps its own checkpoint there, and their batches take turns.
+///
+/// # Schema and versions
+///
 /// The schema is declared by [`create`](SqliteProjection::create), which
 /// makes the empty tables of the current [`VERSION`](SqliteProjection::VERSION).
 /// A read model is derived data, so it is never migrated in place: a change

@@ -343,6 +343,20 @@ struct Handle {
     skipped: ListSkipped,
 }
 
+/// Waits until a projection's status passes `done` or it stops, and
+/// returns that status (the last one published, if its task is gone).
+async fn settle(
+    status: &watch::Receiver<ProjectionStatus>,
+    done: impl Fn(&ProjectionStatus) -> bool,
+) -> ProjectionStatus {
+    let mut status = status.clone();
+    let settled = status
+        .wait_for(|s| done(s) || s.state.is_stopped())
+        .await
+        .map(|s| s.clone());
+    settled.unwrap_or_else(|_| status.borrow().clone())
+}
+
 type HeadFn = Arc<dyn Fn() -> BoxFuture<Result<Position, ReadError>> + Send + Sync>;
 
 /// Running projections: their status, waits for read-your-writes,
@@ -381,16 +395,7 @@ impl Running {
     /// [`WaitError::Stopped`] if it stops first.
     pub async fn wait_for(&self, name: &str, position: Position) -> Result<(), WaitError> {
         let handle = self.handle(name)?;
-        let mut status = handle.status.clone();
-        let reached = status
-            .wait_for(|s| s.checkpoint >= position || s.state.is_stopped())
-            .await
-            .map(|s| s.clone());
-        let last = match reached {
-            Ok(last) => last,
-            // The task is gone: report where it was.
-            Err(_) => status.borrow().clone(),
-        };
+        let last = settle(&handle.status, |s| s.checkpoint >= position).await;
         if last.checkpoint >= position {
             return Ok(());
         }
@@ -425,18 +430,32 @@ impl Running {
     }
 
     /// Waits until every projection has handled the log up to its head as
-    /// it is now; the first failure ends the wait.
+    /// it is now and has nothing else to do: a rebuild in progress (after a
+    /// version change, say) is waited for too. The first failure ends the
+    /// wait.
     pub async fn wait_idle(&self) -> Result<(), WaitError> {
         let head = (self.head)().await.map_err(|e| {
-            WaitError::Failed(ProjectionFailure::Run(Arc::new(
-                crate::error::RunError::Read {
-                    projection: "*",
-                    source: e,
-                },
-            )))
+            WaitError::Failed(run_failure(crate::error::RunError::Read {
+                projection: "*",
+                source: e,
+            }))
         })?;
         for handle in &self.projections {
-            self.wait_for(handle.name, head).await?;
+            let idle = |s: &ProjectionStatus| {
+                s.checkpoint >= head && matches!(s.state, ProjectionState::Live)
+            };
+            let last = settle(&handle.status, idle).await;
+            if idle(&last) {
+                continue;
+            }
+            return Err(match last.state {
+                ProjectionState::Failed(failure) => WaitError::Failed(failure),
+                _ => WaitError::Stopped {
+                    projection: handle.name,
+                    checkpoint: last.checkpoint,
+                    position: head,
+                },
+            });
         }
         Ok(())
     }

@@ -196,10 +196,20 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                 .await
                 .map_err(run_failure)?;
             let full = batch.full;
-            let whole = self.handle(batch, started).await?;
+            let whole = if self.target.rolls_back() {
+                // A batch on a blocking thread runs to its end anyway.
+                self.handle(batch, started).await?
+            } else {
+                // At least once: a stop may drop a batch in flight; its
+                // checkpoint was not saved, so it is handled again later.
+                let mut stop = self.ctx.stop.clone();
+                tokio::select! {
+                    whole = self.handle(batch, started) => whole?,
+                    _ = stop.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
+                }
+            };
             let caught_up = whole && !full;
             if !caught_up {
-                self.publish_progress();
                 continue;
             }
             if self.rebuilding.is_some() {

@@ -3,16 +3,6 @@
 //!
 //! Everything here blocks; the runner calls it on blocking threads.
 //!
-//! # Why the read model has its own file
-//!
-//! The event store's file has one writer, which commits appends in groups.
-//! A read model in the same file would be a second writer: each of its
-//! batches would hold the file's write lock while the handler runs, and
-//! appends would wait behind it (or fail with `SQLITE_BUSY` once the busy
-//! timeout passes). In a file of its own, a read model's batches never
-//! delay a command. Several read models may share one file: each keeps its
-//! own checkpoint there, and their batches take turns.
-//!
 //! # Rebuilds never show a half-built model
 //!
 //! A rebuild reads the log from the start into a shadow database beside the
@@ -284,8 +274,8 @@ fn connect(path: &Path) -> Result<Connection, BackendError> {
 
 /// Creates the projection's tables and its checkpoint row, at the start.
 fn register<P: SqliteProjection>(conn: &Connection, projection: &P) -> Result<(), BackendError> {
-    let tx = conn
-        .unchecked_transaction()
+    // Immediate: another projection sharing the file may be writing.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .map_err(failed("beginning to create the model"))?;
     let tables = create_tables(&tx, projection)?;
     tx.execute(REGISTER, params![P::NAME, P::VERSION, tables_json(&tables)])

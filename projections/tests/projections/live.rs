@@ -184,8 +184,9 @@ async fn a_slow_projection_never_stalls_the_others() -> TestResult {
         matches!(error, WaitError::TimedOut { projection: "slow", position, .. } if position == head),
         "{error:?}"
     );
-    // Stopping does not wait for the stuck handler's event to finish.
-    drop(running);
+    // Stopping does not wait for the stuck event: an at-least-once
+    // projection handles it again after a restart.
+    running.stop().await;
     Ok(())
 }
 
@@ -262,5 +263,27 @@ async fn dropping_the_runner_stops_its_projections_and_keeps_checkpoints() -> Te
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(seen.lock().expect("lock").len() as u64, head.0);
     assert_eq!(store.head().await?, Position(head.0 + 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_may_share_the_event_store_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let store = annals_sqlite::SqliteStore::open(&path).await?;
+    busy_bank(&store, 3, 40).await;
+    let running = Projections::new(store.clone())
+        .sqlite(&path, Balances::<1>::new())
+        .start()?;
+    // Appends and batches take turns on the one file.
+    let head = busy_bank(&store, 3, 40).await;
+    running.wait_for("balances", head).await?;
+    running.stop().await;
+    assert_eq!(model_balances(&path), folded_balances(&store).await);
+    assert_eq!(model_seen(&path), (1..=head.0).collect::<Vec<_>>());
+    // The store still opens the file as its own.
+    store.close().await;
+    let reopened = annals_sqlite::SqliteStore::open(&path).await?;
+    assert_eq!(reopened.head().await?, head);
     Ok(())
 }

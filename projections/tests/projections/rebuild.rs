@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use annals_core::testkit::bank::AccountEvent;
 use annals_core::Position;
-use annals_projections::{FailurePolicy, ProjectionState, Projections, Running};
+use annals_projections::{FailurePolicy, ProjectionState, Projections};
 
 use crate::fixtures::*;
 
@@ -22,19 +22,6 @@ fn built_by(path: &Path) -> (i64, i64) {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .expect("query")
-}
-
-/// Waits until the projection is live with nothing left to rebuild.
-async fn wait_live(running: &Running) {
-    for _ in 0..20_000 {
-        let status = &running.status()[0];
-        match &status.state {
-            ProjectionState::Live if status.lag == 0 => return,
-            ProjectionState::Failed(failure) => panic!("failed: {failure}"),
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
-        }
-    }
-    panic!("never became live: {:?}", running.status());
 }
 
 async fn build_v1(store: &annals_core::InMemoryStore, model: &Path) -> TestResult {
@@ -57,7 +44,8 @@ async fn version_bump_rebuilds_a_model_equal_to_the_live_built_one() -> TestResu
         .batch_size(25)
         .sqlite(&model, Balances::<2>::new())
         .start()?;
-    wait_live(&running).await;
+    // Idle: the rebuild is swapped in and the model is at the head.
+    running.wait_idle().await?;
     assert_eq!(built_by(&model), (2, 2));
     assert_eq!(model_balances(&model), live_built);
     assert_eq!(model_balances(&model), folded_balances(&store).await);
@@ -106,7 +94,7 @@ async fn readers_during_a_rebuild_always_see_a_whole_model() -> TestResult {
         .on_rebuild_progress(move |_| seen.store(true, Ordering::SeqCst))
         .sqlite(&model, Balances::<2>::new())
         .start()?;
-    wait_live(&running).await;
+    running.wait_idle().await?;
     done.store(true, Ordering::SeqCst);
     reader.join().map_err(|_| "the reader saw a broken model")?;
     assert!(rebuilding_seen.load(Ordering::SeqCst));
@@ -156,7 +144,7 @@ async fn interrupted_rebuild_leaves_the_old_model_serving_and_goes_on_later() ->
         .on_rebuild_progress(move |p| reported.lock().expect("lock").push(p.total))
         .sqlite(&model, Balances::<2>::with(switches, FailurePolicy::Stop))
         .start()?;
-    wait_live(&running).await;
+    running.wait_idle().await?;
     let first_total = totals.lock().expect("lock").first().copied();
     assert_eq!(
         first_total,
