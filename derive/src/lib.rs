@@ -145,6 +145,7 @@
 
 mod attr;
 mod expand;
+mod root;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
