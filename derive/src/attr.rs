@@ -65,6 +65,14 @@ impl<K: Copy + PartialEq> Keys<K> {
         given.push((key, span));
         Ok(key)
     }
+
+    /// The key as written.
+    pub(crate) fn name(&self, key: K) -> &'static str {
+        self.keys
+            .iter()
+            .find(|&&(_, k)| k == key)
+            .map_or("", |&(name, _)| name)
+    }
 }
 
 /// Compile errors collected along the way, so that one build shows them all.
