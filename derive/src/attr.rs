@@ -11,8 +11,69 @@ use syn::{Attribute, Expr, Lit, LitStr, Meta, Path};
 /// The longest stored name, in bytes (annals-core's `MAX_NAME_LEN`).
 const MAX_NAME_LEN: usize = 255;
 
-/// Every key `#[event(...)]` accepts, for the "unknown key" message.
-const KNOWN_KEYS: &str = "`name` and `version` (on a variant or a struct), `upcasters` and `crate` (on the enum or struct)";
+/// The keys of `#[event(...)]`.
+const EVENT_KEYS: Keys<Key> = Keys {
+    attribute: "event",
+    keys: &[
+        ("name", Key::Name),
+        ("version", Key::Version),
+        ("upcasters", Key::Upcasters),
+        ("crate", Key::Crate),
+    ],
+    described: "`name` and `version` (on a variant or a struct), `upcasters` and `crate` (on the enum or struct)",
+};
+
+/// The keys an attribute of a derive accepts.
+pub(crate) struct Keys<K: 'static> {
+    /// The attribute: `event` for `#[event(...)]`.
+    pub(crate) attribute: &'static str,
+    /// Each key as written, and its value.
+    pub(crate) keys: &'static [(&'static str, K)],
+    /// Every key and where it goes, for the "unknown key" message.
+    pub(crate) described: &'static str,
+}
+
+impl<K: Copy + PartialEq> Keys<K> {
+    /// The key an entry of the attribute names, recorded in `given` with
+    /// where it was written: an error for an unknown key (which ends the
+    /// attribute), one more in `errors` for a key given twice.
+    pub(crate) fn read(
+        &self,
+        meta: &ParseNestedMeta<'_>,
+        given: &mut Vec<(K, Span)>,
+        errors: &mut Errors,
+    ) -> syn::Result<K> {
+        let span = meta.path.span();
+        let written = meta.path.get_ident().map(|i| i.unraw().to_string());
+        let Some(&(name, key)) = self
+            .keys
+            .iter()
+            .find(|(name, _)| written.as_deref() == Some(*name))
+        else {
+            let shown = quote::ToTokens::to_token_stream(&meta.path).to_string();
+            return Err(meta.error(format!(
+                "unknown key `{shown}` in #[{}(...)]; the keys are {}",
+                self.attribute, self.described
+            )));
+        };
+        if given.iter().any(|&(k, _)| k == key) {
+            errors.push(syn::Error::new(
+                span,
+                format!("`{name}` is given twice in #[{}(...)]", self.attribute),
+            ));
+        }
+        given.push((key, span));
+        Ok(key)
+    }
+
+    /// The key as written.
+    pub(crate) fn name(&self, key: K) -> &'static str {
+        self.keys
+            .iter()
+            .find(|&&(_, k)| k == key)
+            .map_or("", |&(name, _)| name)
+    }
+}
 
 /// Compile errors collected along the way, so that one build shows them all.
 #[derive(Default)]
@@ -38,17 +99,6 @@ pub(crate) enum Key {
     Version,
     Upcasters,
     Crate,
-}
-
-impl Key {
-    fn as_str(self) -> &'static str {
-        match self {
-            Key::Name => "name",
-            Key::Version => "version",
-            Key::Upcasters => "upcasters",
-            Key::Crate => "crate",
-        }
-    }
 }
 
 /// What the `#[event(...)]` attributes on one item say.
@@ -93,31 +143,7 @@ impl EventArgs {
     }
 
     fn read_key(&mut self, meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
-        let span = meta.path.span();
-        let key = match meta
-            .path
-            .get_ident()
-            .map(|i| i.unraw().to_string())
-            .as_deref()
-        {
-            Some("name") => Key::Name,
-            Some("version") => Key::Version,
-            Some("upcasters") => Key::Upcasters,
-            Some("crate") => Key::Crate,
-            _ => {
-                let shown = quote::ToTokens::to_token_stream(&meta.path).to_string();
-                return Err(meta.error(format!(
-                    "unknown key `{shown}` in #[event(...)]; the keys are {KNOWN_KEYS}"
-                )));
-            }
-        };
-        if self.keys.iter().any(|&(k, _)| k == key) {
-            errors.push(syn::Error::new(
-                span,
-                format!("`{}` is given twice in #[event(...)]", key.as_str()),
-            ));
-        }
-        self.keys.push((key, span));
+        let key = EVENT_KEYS.read(meta, &mut self.keys, errors)?;
         let value = meta.value()?;
         match key {
             Key::Name => {
@@ -167,7 +193,7 @@ fn misplaced(key: Key, place: Place) -> Option<&'static str> {
 
 /// A path, written bare (`upcasters = migrations::all`) or, as serde
 /// writes it, in a string (`crate = "::annals"`).
-fn parse_path(value: ParseStream<'_>) -> syn::Result<Path> {
+pub(crate) fn parse_path(value: ParseStream<'_>) -> syn::Result<Path> {
     if value.peek(LitStr) {
         let text: LitStr = value.parse()?;
         return text.parse();

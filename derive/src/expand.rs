@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
-use proc_macro_crate::{crate_name, FoundCrate};
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Data, DataEnum, DeriveInput, Fields, Ident, LitStr, Path};
+use syn::{Data, DataEnum, DeriveInput, Fields, Ident, LitStr};
 
 use crate::attr::{self, Errors, EventArgs, Place};
+use crate::root::root;
 
 /// One stored event type: a variant of an enum, or a whole struct.
 struct EventType {
@@ -51,7 +51,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     errors.finish()?;
 
-    let root = root(args.krate)?;
+    let root = root(args.krate, "DomainEvent", "event")?;
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     // `DomainEvent: Send + Sync + 'static`, and the payload goes through the
@@ -299,38 +299,6 @@ fn struct_body(root: &TokenStream, event: &EventType) -> TokenStream {
             #root::__private::check_schema_version(event_type, schema_version, #version)?;
             #root::__private::decode_payload::<Self>(event_type, schema_version, payload)
         }
-    }
-}
-
-/// The path to annals-core's items: `#[event(crate = ...)]`, else
-/// `annals-core` if the calling package depends on it (or is it), else the
-/// `annals` facade.
-fn root(krate: Option<Path>) -> syn::Result<TokenStream> {
-    if let Some(path) = krate {
-        return Ok(quote!(#path));
-    }
-    let found = match crate_name("annals-core") {
-        // annals-core itself declares `extern crate self as annals_core`, and
-        // its tests and examples see it as a dependency under that name.
-        Ok(FoundCrate::Itself) => Ok("annals_core".to_owned()),
-        Ok(FoundCrate::Name(name)) => Ok(name),
-        Err(_) => match crate_name("annals") {
-            Ok(FoundCrate::Itself) => Ok("annals".to_owned()),
-            Ok(FoundCrate::Name(name)) => Ok(name),
-            Err(e) => Err(e),
-        },
-    };
-    match found {
-        Ok(name) => {
-            let name = Ident::new(&name, Span::call_site());
-            Ok(quote!(::#name))
-        }
-        Err(_) => Err(syn::Error::new(
-            Span::call_site(),
-            "#[derive(DomainEvent)] found neither `annals-core` nor `annals` among the \
-             dependencies in Cargo.toml; add one, or name a renamed one with \
-             #[event(crate = path::to::annals)]",
-        )),
     }
 }
 

@@ -1,8 +1,10 @@
 //! `#[derive(DomainEvent)]`: stored names, schema versions and tag-free
-//! payloads for annals events.
+//! payloads for annals events; and `#[derive(EventSet)]`, several event
+//! types as the one type a reader of the global log decodes into (see
+//! [the last section](#deriveeventset)).
 //!
-//! Use it through `annals` or `annals-core` (feature `derive`), which
-//! re-export it; the generated code names their items.
+//! Use them through `annals-core` (feature `derive`), which re-exports them,
+//! or through `annals`; the generated code names their items.
 //!
 //! Each variant of an event enum is one stored event type. The derive gives
 //! every variant a stored name and a schema version, and encodes the
@@ -142,9 +144,70 @@
 //! hand-written impl, or `#[serde(from = ...)]`/`#[serde(into = ...)]` on the
 //! enum, does not give the variant structure the payload is built from.
 //! A struct has no such limit: its payload is whatever its serde impls write.
+//!
+//! # `#[derive(EventSet)]`
+//!
+//! An enum whose variants each hold one `DomainEvent` type becomes an
+//! `EventSet`: one filter for the read, one type to decode into.
+//!
+//! ```
+//! use annals_core::{DomainEvent, EventSet, Position, ReadAll};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize, DomainEvent)]
+//! enum OrderEvent {
+//!     OrderPlaced,
+//! }
+//!
+//! #[derive(Debug, Serialize, Deserialize, DomainEvent)]
+//! enum ParcelEvent {
+//!     ParcelShipped,
+//! }
+//!
+//! #[derive(Debug, EventSet)]
+//! enum Followed {
+//!     #[events(category = "order")]
+//!     Order(OrderEvent),
+//!     #[events(category = "parcel")]
+//!     Parcel(ParcelEvent),
+//! }
+//!
+//! let read = Followed::narrow(ReadAll::after(Position::START));
+//! assert_eq!(read.filter().categories(), ["order", "parcel"]);
+//! ```
+//!
+//! - `#[events(category = "...")]` on a variant: the stream category its
+//!   events live in. It follows the category rules: a valid name (as for a
+//!   stored name above) with no `-`.
+//! - `#[events(aggregate = path::to::Aggregate)]` on a variant: the same,
+//!   with the aggregate's `Aggregate::CATEGORY`.
+//! - `#[events(crate = path::to::annals)]` on the enum: as `#[event(crate =
+//!   ...)]` above.
+//!
+//! The generated impl:
+//!
+//! - `narrow`: when every variant names a category, reads those
+//!   categories, every event type in them; otherwise (a variant without a
+//!   category takes its events from any stream) reads the event types of
+//!   every variant, with the old names their upcasters read, in any stream;
+//! - `upcasters`: declares every variant's type with its upcasters;
+//! - `decode`: tries the variants in order, a variant with a category only
+//!   on events of that category, with `RecordedEvent::decode_known`. The
+//!   first that knows the event decodes it; an error is returned as it is;
+//!   `Ok(None)` when none knows it.
+//!
+//! The derive refuses, pointing at the offending token: a struct, a union,
+//! an enum with no variants and a generic enum; a variant that does not
+//! hold exactly one type as `Variant(Type)`; one type in two variants (an
+//! alias too); two variants with one category (an aggregate's included,
+//! which the compiler compares); `category` with `aggregate` on one
+//! variant; an invalid category; and an unknown key, a key given twice or a
+//! key out of place in `#[events(...)]`.
 
 mod attr;
+mod event_set;
 mod expand;
+mod root;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
@@ -160,6 +223,22 @@ use syn::{parse_macro_input, DeriveInput};
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Implements `EventSet` for an enum whose variants each hold one event
+/// type (`Order(OrderEvent)`): the events a reader of the global log wants,
+/// decoded into one type.
+///
+/// Attributes: `#[events(category = "...")]` or `#[events(aggregate =
+/// path::to::Aggregate)]` on a variant, the stream category its events live
+/// in; `#[events(crate = path::to::annals)]` on the enum. See the
+/// annals-derive crate docs for how the set reads and decodes.
+#[proc_macro_derive(EventSet, attributes(events))]
+pub fn derive_event_set(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event_set::derive(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -1,0 +1,4 @@
+#[derive(annals_core::EventSet)]
+enum Nothing {}
+
+fn main() {}

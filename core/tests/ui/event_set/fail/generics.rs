@@ -1,0 +1,6 @@
+#[derive(annals_core::EventSet)]
+enum Ledger<E> {
+    Any(E),
+}
+
+fn main() {}
