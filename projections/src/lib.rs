@@ -105,4 +105,5 @@ pub use projection::{
     Backoff, FailurePolicy, HandlerError, Projection, SqliteProjection, UnknownEvents,
 };
 pub use runner::{Projections, Running, SkippedError};
+pub use sqlite::read_model_checkpoint;
 pub use status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};

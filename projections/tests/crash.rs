@@ -33,7 +33,7 @@ use annals_core::{
 };
 use annals_projections::{Envelope, HandlerError, Projection, Projections, SqliteProjection};
 use annals_sqlite::SqliteStore;
-use common::{expect_line, remaining_lines, say, seed, spawn_child, CheckpointedStore, Dice, SEED};
+use common::{expect_line, remaining_lines, say, seed, spawn_child, Dice, SEED};
 use rusqlite::{params, Connection, Transaction};
 
 const TEST: &str = "read_models_apply_every_event_once_across_sigkill_restarts";
@@ -42,7 +42,6 @@ const CHILD_BATCH: &str = "ANNALS_PROJECTION_BATCH";
 const CHILD_FINISH: &str = "ANNALS_PROJECTION_FINISH";
 
 const LOG: &str = "log.db";
-const CHECKPOINTS: &str = "checkpoints.db";
 const MODEL: &str = "balances.db";
 const POSITIONS: &str = "positions.txt";
 
@@ -140,7 +139,7 @@ fn read_models_apply_every_event_once_across_sigkill_restarts() -> Result<(), Bo
         .enable_all()
         .build()?;
     let store = runtime.block_on(SqliteStore::open(dir.path().join(LOG)))?;
-    let checkpoints = CheckpointedStore::new(store.clone(), &dir.path().join(CHECKPOINTS))?;
+    let checkpoints = store.clone();
     let mut appended = 0;
     // A kill may cost the at-least-once projection the batch in flight.
     let mut redo_bound = 0;
@@ -372,7 +371,7 @@ fn child(dir: &Path) -> Result<(), Box<dyn Error>> {
         .build()?;
     runtime.block_on(async {
         let events = SqliteStore::open(dir.join(LOG)).await?;
-        let store = CheckpointedStore::new(events.clone(), &dir.join(CHECKPOINTS))?;
+        let store = events.clone();
         let running = Projections::new(store.clone())
             .batch_size(batch)
             .sqlite(dir.join(MODEL), Balances)

@@ -31,7 +31,7 @@ use annals_projections::{
     Envelope, HandlerError, Projection, ProjectionState, Projections, Running, SqliteProjection,
 };
 use annals_sqlite::SqliteStore;
-use common::{expect_line, say, seed, spawn_child, CheckpointedStore, Dice, SEED};
+use common::{expect_line, say, seed, spawn_child, Dice, SEED};
 use rusqlite::{params, Transaction};
 
 const WRITERS_TEST: &str =
@@ -310,7 +310,7 @@ fn assert_counts_from(first: u64, values: &[u64], what: &str, seed: u64) {
 }
 
 fn start_projections(
-    store: &CheckpointedStore,
+    store: &SqliteStore,
     model: &Path,
     memory: &InMemory,
 ) -> Result<Running, Box<dyn Error>> {
@@ -341,7 +341,7 @@ async fn read_models_hold_every_event_once_in_order_with_writers_in_two_processe
     let model = dir.path().join("handled.db");
     // Create the file first so that both processes open an existing store.
     let events = SqliteStore::open(&path).await?;
-    let store = CheckpointedStore::new(events.clone(), &dir.path().join("checkpoints.db"))?;
+    let store = events.clone();
     let running = start_projections(&store, &model, &InMemory::default())?;
 
     let (mut child, lines) = spawn_child(
@@ -428,7 +428,7 @@ async fn a_commit_in_another_process_wakes_a_live_projection() -> Result<(), Box
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("log.db");
     let events = SqliteStore::open(&path).await?;
-    let store = CheckpointedStore::new(events.clone(), &dir.path().join("checkpoints.db"))?;
+    let store = events.clone();
     let memory = InMemory::default();
     let running = Projections::new(store)
         // The runner's own poll never comes within the test: only the

@@ -107,7 +107,7 @@ pub struct Projections<S> {
 
 impl<S> Projections<S>
 where
-    S: EventStore + CheckpointStore + Clone + 'static,
+    S: EventStore + Clone + 'static,
 {
     /// No projections yet, over `store`. Defaults: batches of 1,000
     /// events, a poll for commits the head watch cannot see every second,
@@ -144,27 +144,6 @@ where
         let policy = projection.on_failure();
         let unknown = projection.on_unknown_event();
         let target = SqliteTarget::new(path, projection);
-        self.register::<P::Events>(
-            P::NAME,
-            P::VERSION,
-            policy,
-            unknown,
-            skipped,
-            Box::new(target),
-        )
-    }
-
-    /// Adds a projection updated at least once, its checkpoint kept in the
-    /// event store.
-    pub fn projection<P: Projection>(self, projection: P) -> Self {
-        let store = self.store.clone();
-        let skipped: ListSkipped = Arc::new(move || {
-            let store = store.clone();
-            Box::pin(async move { store.skipped_events(P::NAME).await })
-        });
-        let policy = projection.on_failure();
-        let unknown = projection.on_unknown_event();
-        let target = StoreTarget::new(projection, self.store.clone());
         self.register::<P::Events>(
             P::NAME,
             P::VERSION,
@@ -309,6 +288,32 @@ where
     }
 }
 
+impl<S> Projections<S>
+where
+    S: EventStore + CheckpointStore + Clone + 'static,
+{
+    /// Adds a projection updated at least once, its checkpoint kept in the
+    /// event store.
+    pub fn projection<P: Projection>(self, projection: P) -> Self {
+        let store = self.store.clone();
+        let skipped: ListSkipped = Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.skipped_events(P::NAME).await })
+        });
+        let policy = projection.on_failure();
+        let unknown = projection.on_unknown_event();
+        let target = StoreTarget::new(projection, self.store.clone());
+        self.register::<P::Events>(
+            P::NAME,
+            P::VERSION,
+            policy,
+            unknown,
+            skipped,
+            Box::new(target),
+        )
+    }
+}
+
 /// Checks a projection's name: it keys checkpoints and names files.
 fn check_name(name: &str) -> Result<(), StartError> {
     let invalid = |reason| StartError::InvalidName {
@@ -379,6 +384,11 @@ impl Running {
             .ok_or_else(|| WaitError::UnknownProjection {
                 name: name.to_owned(),
             })
+    }
+
+    /// One projection's status.
+    pub fn status_of(&self, name: &str) -> Option<ProjectionStatus> {
+        self.handle(name).ok().map(|h| h.status.borrow().clone())
     }
 
     /// Every projection's status, in the order they were added.

@@ -254,6 +254,36 @@ fn swap_tables<P: SqliteProjection>(
     Ok(rebuilt.checkpoint)
 }
 
+/// The checkpoint of projection `name` in the read model at `path`,
+/// read without writing to the file: `None` if the file, or the
+/// projection's row in it, does not exist.
+pub fn read_model_checkpoint(
+    path: impl AsRef<Path>,
+    name: &str,
+) -> Result<Option<Checkpoint>, BackendError> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(failed("opening the read model"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(failed("setting the busy timeout"))?;
+    let has_table = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'annals_projections'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(failed("reading the checkpoint"))?
+        .is_some();
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(load(&conn, name)?.map(|stored| stored.checkpoint))
+}
+
 /// Opens a read model's database.
 fn connect(path: &Path) -> Result<Connection, BackendError> {
     let conn = Connection::open(path).map_err(failed("opening the read model"))?;
