@@ -4,8 +4,8 @@
 //! or cancelled) and a `Stock` per SKU (received, reserved for an order,
 //! released). Placing an order and reserving its stock is one unit of work:
 //! every event goes into the store in one atomic append, or none does. A
-//! follower of the global log builds a read model (stock available per SKU,
-//! orders per status) beside the commands, as a separate task.
+//! projection of both aggregates' events keeps a read model (stock
+//! available per SKU, orders per status) live beside the commands.
 //!
 //! Run it with `cargo run --example orders`. The events are kept in a SQLite
 //! file (the path is printed; pass another path as the first argument), so
@@ -14,16 +14,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use annals::prelude::*;
+use annals::projections::{async_trait, Envelope, HandlerError, Projection, Projections};
 use annals::sqlite::SqliteStore;
 use annals::{
-    CommandContext, Done, Error, Position, ReadAll, RecordedEvent, Repository, RetryPolicy,
-    StreamId, Unit, UnitOfWork,
+    CommandContext, Done, Error, EventSet, Position, ReadAll, RecordedEvent, Repository,
+    RetryPolicy, StreamId, Unit, UnitOfWork,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Barrier};
+use tokio::sync::Barrier;
 
 // ---------------------------------------------------------------------------
 // The order
@@ -384,53 +385,28 @@ async fn cancel(
 }
 
 // ---------------------------------------------------------------------------
-// The read model and the follower that keeps it
+// The read model: a projection of orders and stock
 // ---------------------------------------------------------------------------
+
+/// The events the shop floor's view reads: two aggregates' events, as one
+/// type. The runner reads only these two categories from the store.
+#[derive(Debug, EventSet)]
+enum ShopEvent {
+    #[events(aggregate = Order)]
+    Order(OrderEvent),
+    #[events(aggregate = Stock)]
+    Stock(StockEvent),
+}
 
 /// What the shop floor wants to see, built from the log alone.
 #[derive(Debug, Default)]
-struct ReadModel {
+struct Floor {
     available: BTreeMap<String, u64>,
     orders: BTreeMap<String, Status>,
-    /// How far the model has read: the follower's checkpoint.
-    checkpoint: Position,
     events_seen: u64,
-    pages_read: u64,
-    /// How often the follower caught up and slept until the next commit.
-    head_waits: u64,
 }
 
-impl ReadModel {
-    fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), Error> {
-        let id = recorded.stream_id.id().to_string();
-        match recorded.stream_id.category() {
-            Order::CATEGORY => {
-                let status = match recorded.decode::<OrderEvent>()? {
-                    OrderEvent::Placed { .. } => Status::Placed,
-                    OrderEvent::Confirmed => Status::Confirmed,
-                    OrderEvent::Rejected { .. } => Status::Rejected,
-                    OrderEvent::Cancelled { .. } => Status::Cancelled,
-                };
-                self.orders.insert(id, status);
-            }
-            Stock::CATEGORY => {
-                let available = self.available.entry(id).or_default();
-                match recorded.decode::<StockEvent>()? {
-                    StockEvent::Received { quantity } | StockEvent::Released { quantity, .. } => {
-                        *available += quantity
-                    }
-                    StockEvent::Reserved { quantity, .. } => {
-                        *available = available.saturating_sub(quantity)
-                    }
-                }
-            }
-            // The read names only these two categories.
-            _ => return Ok(()),
-        }
-        self.events_seen += 1;
-        Ok(())
-    }
-
+impl Floor {
     fn orders_per_status(&self) -> BTreeMap<Status, usize> {
         let mut counts = BTreeMap::new();
         for status in self.orders.values() {
@@ -440,55 +416,56 @@ impl ReadModel {
     }
 }
 
-/// Events per page: small, so that a run's catch-up takes several pages.
-const PAGE: usize = 8;
+/// Keeps a [`Floor`] in memory, shared with whoever reads it.
+#[derive(Clone, Default)]
+struct ShopFloor(Arc<Mutex<Floor>>);
 
-/// Follows the global log from the start, page by page, then waits for new
-/// commits. Publishes its checkpoint on `progress` after every page, so that
-/// a caller can wait until its own writes are in the model. Stops once it
-/// has read through the position sent on `stop`.
-async fn follow(
-    store: SqliteStore,
-    progress: watch::Sender<Position>,
-    mut stop: watch::Receiver<Option<Position>>,
-) -> Result<ReadModel, Error> {
-    let mut model = ReadModel::default();
-    let mut head = store.watch_head();
-    let read = ReadAll::after(Position::START)
-        .category(Order::CATEGORY)
-        .category(Stock::CATEGORY)
-        .limit(PAGE);
-    loop {
-        let page = store
-            .read_all(read.clone().after_position(model.checkpoint))
-            .await?;
-        for recorded in &page.events {
-            model.apply(recorded)?;
-        }
-        // Even an empty page moves the checkpoint: the store says how far
-        // it looked, so events of other categories are not read again.
-        model.checkpoint = page.read_through;
-        model.pages_read += 1;
-        progress.send_replace(model.checkpoint);
-        if page.len() == PAGE {
-            // A full page may have stopped short of the head: read on.
-            continue;
-        }
-        // Caught up with the head as it was when the page was read.
-        let stop_after = *stop.borrow_and_update();
-        if stop_after.is_some_and(|target| model.checkpoint >= target) {
-            return Ok(model);
-        }
-        model.head_waits += 1;
-        tokio::select! {
-            moved = head.wait_past(model.checkpoint) => { moved?; }
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    // Nobody can tell us to stop any more: stop now.
-                    return Ok(model);
+impl ShopFloor {
+    fn read(&self) -> std::sync::MutexGuard<'_, Floor> {
+        // Handlers never panic while holding the lock.
+        self.0.lock().expect("the floor's lock is never poisoned")
+    }
+}
+
+#[async_trait]
+impl Projection for ShopFloor {
+    type Events = ShopEvent;
+    const NAME: &'static str = "shop-floor";
+    // The view lives in memory: each run rebuilds it from the whole log.
+    const IN_MEMORY: bool = true;
+
+    async fn handle(&mut self, event: &Envelope<ShopEvent>) -> Result<(), HandlerError> {
+        let mut floor = self.read();
+        let id = event.stream_id.id().to_string();
+        match &event.event {
+            ShopEvent::Order(order) => {
+                let status = match order {
+                    OrderEvent::Placed { .. } => Status::Placed,
+                    OrderEvent::Confirmed => Status::Confirmed,
+                    OrderEvent::Rejected { .. } => Status::Rejected,
+                    OrderEvent::Cancelled { .. } => Status::Cancelled,
+                };
+                floor.orders.insert(id, status);
+            }
+            ShopEvent::Stock(stock) => {
+                let available = floor.available.entry(id).or_default();
+                match stock {
+                    StockEvent::Received { quantity } | StockEvent::Released { quantity, .. } => {
+                        *available += quantity
+                    }
+                    StockEvent::Reserved { quantity, .. } => {
+                        *available = available.saturating_sub(*quantity)
+                    }
                 }
             }
         }
+        floor.events_seen += 1;
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), HandlerError> {
+        *self.read() = Floor::default();
+        Ok(())
     }
 }
 
@@ -528,10 +505,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = format!("r{}", head.0);
     let order_id = |name: &str| format!("{run}{name}");
 
-    let (stop, stop_rx) = watch::channel(None);
-    let (progress_tx, mut progress) = watch::channel(Position::START);
-    let follower = tokio::spawn(follow(store.clone(), progress_tx, stop_rx));
-    println!("0. A follower of the global log starts from position 0 in the background.\n");
+    let floor = ShopFloor::default();
+    let projections = Projections::new(store.clone())
+        .projection(floor.clone())
+        .start()?;
+    println!("0. A projection of orders and stock follows the global log from position 0.\n");
 
     let ctx = CommandContext::new().field("channel", "example");
     let stock = Repository::<Stock, _>::new(store.clone())?.with_retry(RetryPolicy::on_conflict(3));
@@ -571,12 +549,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 done.events.len()
             );
             print_events(&done.events);
-            // The follower runs on its own; wait until it has read this
+            // The projection runs on its own; wait until it has read this
             // order, as a page that shows the model after a write would.
-            if let Some(last) = done.events.last() {
-                let seen = *progress.wait_for(|read| *read >= last.position).await?;
-                println!("   the follower has already read through position {seen}");
-            }
+            projections.wait_for(ShopFloor::NAME, done.position()).await?;
+            let status = floor.read().orders.get(&first).copied();
+            println!(
+                "   the shop floor has read it: order-{first} is {}",
+                status.map_or("?".into(), |s| s.to_string())
+            );
         }
         Placed::Rejected { reason } => println!("   order-{first} rejected: {reason}"),
     }
@@ -682,24 +662,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         read = read.after_position(page.read_through);
     }
 
-    println!("\n7. Stopping the follower once it has read everything written so far");
-    let head = store.head().await?;
-    // The follower holds the receiver until it returns, so this send fails
-    // only if the follower already ended; its own result says why.
-    let _ = stop.send(Some(head));
-    let model = follower.await??;
+    println!("\n7. The shop floor, once it has read everything written so far");
+    projections.wait_idle().await?;
+    let status = projections.status_of(ShopFloor::NAME).ok_or("no shop floor")?;
+    let floor = floor.read();
     println!(
-        "   read through position {}: {} events of orders and stock, in {} pages; \
-         it caught up and waited for a commit {} times",
-        model.checkpoint, model.events_seen, model.pages_read, model.head_waits
+        "   read through position {} ({}): {} events of orders and stock",
+        status.checkpoint, status.state, floor.events_seen
     );
     println!("   stock available per SKU:");
-    for (sku, available) in &model.available {
+    for (sku, available) in &floor.available {
         let aggregate = stock.load(sku).await?.state.available;
         println!("     {sku:<8} {available:>4}   (the aggregate says {aggregate})");
     }
     println!("   orders per status:");
-    for (status, count) in model.orders_per_status() {
+    for (status, count) in floor.orders_per_status() {
         println!("     {status:<10} {count:>3}");
     }
 
