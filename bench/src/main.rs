@@ -17,7 +17,10 @@
 //! - aggregates (`read.rs`): `load`, `load-snapshot`, and `read-streams`,
 //!   whole streams read and decoded;
 //! - the log (`scan.rs`): `scan`, the whole log decoded, and
-//!   `scan-filtered`, one category of it.
+//!   `scan-filtered`, one category of it;
+//! - the read side (`project/`): `rebuild`, a read model built from the
+//!   log by a new projection and by a rebuild, and `filtered-rebuild`, a
+//!   projection of one category of the log.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -29,6 +32,7 @@
 mod append;
 mod command;
 mod model;
+mod project;
 mod raw;
 mod read;
 mod report;
@@ -45,7 +49,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -55,6 +59,8 @@ const SCENARIOS: [&str; 9] = [
     "read-streams",
     "scan",
     "scan-filtered",
+    "rebuild",
+    "filtered-rebuild",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -69,6 +75,8 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "read-streams" => read::streams(settings, report).await,
         "scan" => scan::whole(settings, report).await,
         "scan-filtered" => scan::filtered(settings, report).await,
+        "rebuild" => project::rebuild(settings, report).await,
+        "filtered-rebuild" => project::filtered(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }

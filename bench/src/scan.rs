@@ -140,9 +140,9 @@ fn scan_raw(
 }
 
 /// One event in this many is in the filtered category.
-const SPACING: usize = 100;
+pub(crate) const SPACING: usize = 100;
 /// The category the filtered scan reads.
-const RARE: &str = "loan";
+pub(crate) const RARE: &str = "loan";
 
 /// `scan-filtered`: a log of 1,000,000 events (`--size`, rounded up to a
 /// hundred) in which every hundredth event is in category `loan` (1% of the
@@ -194,8 +194,8 @@ pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), 
         report::per_second(total, unfiltered),
         "events/s",
     );
-    report.figure("scan_filtered_time", millis(filtered), "ms");
-    report.figure("scan_unfiltered_time", millis(unfiltered), "ms");
+    report.figure("scan_filtered_time", report::millis(filtered), "ms");
+    report.figure("scan_unfiltered_time", report::millis(unfiltered), "ms");
     report.ratio(
         "filtered_vs_unfiltered",
         unfiltered.as_secs_f64() / filtered.as_secs_f64().max(1e-9),
@@ -203,15 +203,11 @@ pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), 
     Ok(())
 }
 
-fn millis(took: Duration) -> f64 {
-    took.as_secs_f64() * 1e3
-}
-
 /// Writes `blocks` blocks of 100 events: 99 to an `account` stream, then
 /// one to a `loan` stream, 50 blocks per append (each append spans 50
 /// account and 50 loan streams, each once). There are 200 account streams
 /// and 100 loan streams, written round-robin. Returns the time it took.
-async fn fill_with_rare_category(
+pub(crate) async fn fill_with_rare_category(
     store: &SqliteStore,
     shape: Shape,
     blocks: usize,

@@ -22,6 +22,11 @@ scenarios (default size in brackets):
                       beside the unfiltered scan [1,000,000 events]
   read-streams        whole streams read and decoded [--size: 1,000 streams,
                       --per-stream: 1,000 events each]
+  rebuild             a read model (one upsert per event) built from a log over
+                      10,000 accounts by a new projection, then rebuilt, beside
+                      raw rusqlite building it [1,000,000 events]
+  filtered-rebuild    a projection of a category holding 1% of the log catching
+                      up, beside one of the whole log [1,000,000 events]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short
