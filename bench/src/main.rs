@@ -19,8 +19,9 @@
 //! - the log (`scan.rs`): `scan`, the whole log decoded, and
 //!   `scan-filtered`, one category of it;
 //! - the read side (`project/`): `rebuild`, a read model built from the
-//!   log by a new projection and by a rebuild, and `filtered-rebuild`, a
-//!   projection of one category of the log.
+//!   log by a new projection and by a rebuild, `live-lag`, a projection
+//!   following commands live, and `filtered-rebuild`, a projection of one
+//!   category of the log.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -49,7 +50,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -60,6 +61,7 @@ const SCENARIOS: [&str; 11] = [
     "scan",
     "scan-filtered",
     "rebuild",
+    "live-lag",
     "filtered-rebuild",
 ];
 
@@ -76,15 +78,18 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "scan" => scan::whole(settings, report).await,
         "scan-filtered" => scan::filtered(settings, report).await,
         "rebuild" => project::rebuild(settings, report).await,
+        "live-lag" => project::lag(settings, report).await,
         "filtered-rebuild" => project::filtered(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }
 
-/// The durabilities a scenario runs with when none is named: writes are
-/// measured with both, reads with full (they do not sync).
+/// The durabilities a scenario runs with when none is named: writes (and
+/// a projection following them) are measured with both, reads with full
+/// (they do not sync).
 fn default_durabilities(scenario: &str) -> Vec<Durability> {
-    if scenario.starts_with("append-") || scenario.starts_with("command-") {
+    if scenario.starts_with("append-") || scenario.starts_with("command-") || scenario == "live-lag"
+    {
         vec![Durability::Full, Durability::Relaxed]
     } else {
         vec![Durability::Full]

@@ -1,11 +1,13 @@
 //! The read side: projections building a read model from the log, catching
-//! up and rebuilding, beside raw rusqlite building the same model.
+//! up, rebuilding and following live commits, beside raw rusqlite building
+//! the same model.
 //!
 //! Every scenario builds one model, the balances (per stream, how many
 //! events and the sum of the deposits; one upsert per event), in an SQLite
 //! file of its own, through annals' exactly-once runner with its default
 //! batch of 1,000 events.
 
+mod live;
 mod rebuild;
 mod store;
 
@@ -24,6 +26,7 @@ use crate::model::BankEvent;
 use crate::raw::{balance_change, CREATE_BALANCES, UPSERT_BALANCE};
 use crate::scan::RARE;
 
+pub(crate) use live::lag;
 pub(crate) use rebuild::{filtered, rebuild};
 use store::ModelsOnly;
 
