@@ -15,7 +15,7 @@ use crate::model::BankEvent;
 use crate::raw::{balances_summary, build_balances};
 use crate::read::{account_event, print_event_sizes};
 use crate::report::{self, Report};
-use crate::scan::{fill_with_rare_category, SPACING};
+use crate::scan::RareCategoryLog;
 use crate::shape::Shape;
 use crate::Settings;
 
@@ -109,25 +109,21 @@ async fn fill_round_robin(
     Ok(start.elapsed())
 }
 
-/// `filtered-rebuild`: the `scan-filtered` log, 1,000,000 events
-/// (`--size`, rounded up to a hundred) of which every hundredth is in
-/// category `loan`, and two new projections catching up from the start,
-/// each doing one upsert per event it handles: one reads the `loan`
-/// category only (through its index), the other every event. Each is timed
+/// `filtered-rebuild`: the `scan-filtered` log ([`RareCategoryLog`]: 1% of
+/// 1,000,000 events, `--size`, in category `loan`), and two new projections
+/// catching up from the start, each doing one upsert per event it handles:
+/// one reads the `loan` category only (through its index), the other every
+/// event. Each is timed
 /// from its start until `wait_idle` returns; `ratio_filtered` is the time
 /// of the whole log over the time of the category.
 pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
-    let shape = settings.shape;
-    let blocks = settings.size.unwrap_or(DEFAULT_EVENTS).div_ceil(SPACING);
-    let total = blocks * SPACING;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("annals.db");
-    let store = settings.open_store(&log).await?;
-    let took = fill_with_rare_category(&store, shape, blocks).await?;
-    report.size("events", total);
-    report.size("matching_events", blocks);
-    print_event_sizes(&log, shape, report)?;
-    report.figure("fill", report::per_second(total, took), "events/s");
+    let RareCategoryLog {
+        dir,
+        store,
+        blocks,
+        total,
+        ..
+    } = RareCategoryLog::write(&settings, report).await?;
     let (mut filtered, mut all) = (Duration::MAX, Duration::MAX);
     for round in 0..ROUNDS {
         let model = dir.path().join(format!("loans-{round}.db"));
