@@ -17,7 +17,11 @@
 //! - aggregates (`read.rs`): `load`, `load-snapshot`, and `read-streams`,
 //!   whole streams read and decoded;
 //! - the log (`scan.rs`): `scan`, the whole log decoded, and
-//!   `scan-filtered`, one category of it.
+//!   `scan-filtered`, one category of it;
+//! - the read side (`project/`): `rebuild`, a read model built from the
+//!   log by a new projection and by a rebuild, `live-lag`, a projection
+//!   following commands live, and `filtered-rebuild`, a projection of one
+//!   category of the log.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -29,6 +33,7 @@
 mod append;
 mod command;
 mod model;
+mod project;
 mod raw;
 mod read;
 mod report;
@@ -45,7 +50,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 12] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -55,6 +60,9 @@ const SCENARIOS: [&str; 9] = [
     "read-streams",
     "scan",
     "scan-filtered",
+    "rebuild",
+    "live-lag",
+    "filtered-rebuild",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -69,14 +77,19 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "read-streams" => read::streams(settings, report).await,
         "scan" => scan::whole(settings, report).await,
         "scan-filtered" => scan::filtered(settings, report).await,
+        "rebuild" => project::rebuild(settings, report).await,
+        "live-lag" => project::lag(settings, report).await,
+        "filtered-rebuild" => project::filtered(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }
 
-/// The durabilities a scenario runs with when none is named: writes are
-/// measured with both, reads with full (they do not sync).
+/// The durabilities a scenario runs with when none is named: writes (and
+/// a projection following them) are measured with both, reads with full
+/// (they do not sync).
 fn default_durabilities(scenario: &str) -> Vec<Durability> {
-    if scenario.starts_with("append-") || scenario.starts_with("command-") {
+    if scenario.starts_with("append-") || scenario.starts_with("command-") || scenario == "live-lag"
+    {
         vec![Durability::Full, Durability::Relaxed]
     } else {
         vec![Durability::Full]

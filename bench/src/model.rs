@@ -13,6 +13,22 @@ pub(crate) enum BankEvent {
     Deposited { amount: u64, reference: String },
 }
 
+impl BankEvent {
+    /// What the event adds to the account's balance.
+    pub(crate) fn amount(&self) -> u64 {
+        match self {
+            BankEvent::Opened { .. } => 0,
+            BankEvent::Deposited { amount, .. } => *amount,
+        }
+    }
+}
+
+impl AsRef<BankEvent> for BankEvent {
+    fn as_ref(&self) -> &BankEvent {
+        self
+    }
+}
+
 /// Commands of the workload.
 #[derive(Debug, Clone)]
 pub(crate) enum BankCommand {

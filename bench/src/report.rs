@@ -50,6 +50,11 @@ pub(crate) fn per_second(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64().max(1e-9)
 }
 
+/// A duration in milliseconds.
+pub(crate) fn millis(took: Duration) -> f64 {
+    took.as_secs_f64() * 1e3
+}
+
 /// Prints one figure.
 fn figure(name: &str, value: f64, unit: &str) {
     if value >= 100.0 {

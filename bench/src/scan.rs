@@ -142,11 +142,51 @@ fn scan_raw(
 /// One event in this many is in the filtered category.
 const SPACING: usize = 100;
 /// The category the filtered scan reads.
-const RARE: &str = "loan";
+pub(crate) const RARE: &str = "loan";
 
-/// `scan-filtered`: a log of 1,000,000 events (`--size`, rounded up to a
-/// hundred) in which every hundredth event is in category `loan` (1% of the
-/// log, spread evenly) and the rest in category `account`. Ours reads it
+/// The log of `scan-filtered`, in a temporary directory: 1,000,000 events
+/// (`--size`, rounded up to a hundred) of which every hundredth is in
+/// category `loan` (1% of the log, spread evenly) and the rest in category
+/// `account`.
+pub(crate) struct RareCategoryLog {
+    /// Holds the log's files; removed when dropped.
+    pub(crate) dir: tempfile::TempDir,
+    /// The log's database.
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) store: SqliteStore,
+    /// The events in category `loan`.
+    pub(crate) blocks: usize,
+    /// The events in the log.
+    pub(crate) total: usize,
+}
+
+impl RareCategoryLog {
+    /// Writes the log, and prints its sizes and how fast it was written.
+    pub(crate) async fn write(
+        settings: &Settings,
+        report: &Report,
+    ) -> Result<RareCategoryLog, Box<dyn Error>> {
+        let blocks = settings.size.unwrap_or(1_000_000).div_ceil(SPACING);
+        let total = blocks * SPACING;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("annals.db");
+        let store = settings.open_store(&path).await?;
+        let took = fill_with_rare_category(&store, settings.shape, blocks).await?;
+        report.size("events", total);
+        report.size("matching_events", blocks);
+        print_event_sizes(&path, settings.shape, report)?;
+        report.figure("fill", report::per_second(total, took), "events/s");
+        Ok(RareCategoryLog {
+            dir,
+            path,
+            store,
+            blocks,
+            total,
+        })
+    }
+}
+
+/// `scan-filtered`: the [`RareCategoryLog`]. Ours reads it
 /// all with a category filter, page by page following `read_through`, and
 /// decodes the matches; beside it, the unfiltered scan of the whole log
 /// decoding every event (as in `scan`). `ratio_filtered_vs_unfiltered` is
@@ -156,16 +196,13 @@ const RARE: &str = "loan";
 /// figure is the best of 3 alternating rounds.
 pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
     let shape = settings.shape;
-    let blocks = settings.size.unwrap_or(1_000_000).div_ceil(SPACING);
-    let total = blocks * SPACING;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("annals.db");
-    let store = settings.open_store(&path).await?;
-    let took = fill_with_rare_category(&store, shape, blocks).await?;
-    report.size("events", total);
-    report.size("matching_events", blocks);
-    print_event_sizes(&path, shape, report)?;
-    report.figure("fill", report::per_second(total, took), "events/s");
+    let RareCategoryLog {
+        dir: _dir,
+        path,
+        store,
+        blocks,
+        total,
+    } = RareCategoryLog::write(&settings, report).await?;
     let filter = ReadAll::after(Position::START).category(RARE);
     let mut best = [Duration::MAX; 3];
     for _ in 0..3 {
@@ -194,17 +231,13 @@ pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), 
         report::per_second(total, unfiltered),
         "events/s",
     );
-    report.figure("scan_filtered_time", millis(filtered), "ms");
-    report.figure("scan_unfiltered_time", millis(unfiltered), "ms");
+    report.figure("scan_filtered_time", report::millis(filtered), "ms");
+    report.figure("scan_unfiltered_time", report::millis(unfiltered), "ms");
     report.ratio(
         "filtered_vs_unfiltered",
         unfiltered.as_secs_f64() / filtered.as_secs_f64().max(1e-9),
     );
     Ok(())
-}
-
-fn millis(took: Duration) -> f64 {
-    took.as_secs_f64() * 1e3
 }
 
 /// Writes `blocks` blocks of 100 events: 99 to an `account` stream, then

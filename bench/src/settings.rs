@@ -22,12 +22,21 @@ scenarios (default size in brackets):
                       beside the unfiltered scan [1,000,000 events]
   read-streams        whole streams read and decoded [--size: 1,000 streams,
                       --per-stream: 1,000 events each]
+  rebuild             a read model (one upsert per event) built from a log over
+                      10,000 accounts by a new projection, then rebuilt, beside
+                      raw rusqlite building it [1,000,000 events]
+  live-lag            the command-concurrent workload while a projection
+                      follows live: each command's lag until the read model
+                      has it [20,000 commands]
+  filtered-rebuild    a projection of a category holding 1% of the log catching
+                      up, beside one of the whole log [1,000,000 events]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short
               payloads and no metadata of earlier builds of the bench
 --durability  full, relaxed, or both (one run each, figures suffixed _full and
-              _relaxed); default both for append-* and command-*, else full
+              _relaxed); default both for append-*, command-* and live-lag,
+              else full
 --sync-interval  with relaxed durability, how often annals syncs the WAL, in
               milliseconds (default: the store's, 50); a large value shows
               what the bound on loss costs

@@ -12,6 +12,7 @@
 //! WAL every `sync_interval`, which `NORMAL` never does, so the relaxed
 //! baseline does a little less work than annals.
 
+mod project;
 mod read;
 
 use std::path::Path;
@@ -23,6 +24,9 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use crate::model::BankEvent;
 use crate::shape::Shape;
 
+pub(crate) use project::{
+    balance_change, balances_summary, build_balances, CREATE_BALANCES, UPSERT_BALANCE,
+};
 pub(crate) use read::{Envelope, ENVELOPE_COLUMNS};
 
 /// A baseline database that commands write to.

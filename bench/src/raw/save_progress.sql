@@ -1,0 +1,1 @@
+UPDATE progress SET position = ?1
