@@ -9,7 +9,6 @@
 
 mod live;
 mod rebuild;
-mod store;
 
 use std::error::Error;
 use std::marker::PhantomData;
@@ -18,17 +17,14 @@ use std::time::{Duration, Instant};
 
 use annals::projections::{Envelope, HandlerError, Projections, Running, SqliteProjection};
 use annals::sqlite::SqliteStore;
-use annals::upcast::UpcastersBuilder;
-use annals::{EventDecodeError, EventSet, ReadAll, RecordedEvent};
+use annals::EventSet;
 use rusqlite::{params, Transaction};
 
 use crate::model::BankEvent;
 use crate::raw::{balance_change, CREATE_BALANCES, UPSERT_BALANCE};
-use crate::scan::RARE;
 
 pub(crate) use live::lag;
 pub(crate) use rebuild::{filtered, rebuild};
-use store::ModelsOnly;
 
 /// The balances read model, fed the events of `E`: the same table and the
 /// same upsert per event as the raw baseline's.
@@ -58,27 +54,19 @@ impl<E: EventSet + AsRef<BankEvent>> SqliteProjection for Balances<E> {
 }
 
 /// Bank events in the streams of the `scan-filtered` log's rare category
-/// (`loan`) only: an event set read through the
-/// category's index rather than by event type across the whole log.
-pub(crate) struct Loan(BankEvent);
+/// (`loan`, the `RARE` of the scan scenarios) only: an event set read
+/// through the category's index rather than by event type across the
+/// whole log.
+#[derive(EventSet)]
+pub(crate) enum Loan {
+    #[events(category = "loan")]
+    Loan(BankEvent),
+}
 
 impl AsRef<BankEvent> for Loan {
     fn as_ref(&self) -> &BankEvent {
-        &self.0
-    }
-}
-
-impl EventSet for Loan {
-    fn narrow(read: ReadAll) -> ReadAll {
-        read.category(RARE)
-    }
-
-    fn upcasters(builder: UpcastersBuilder) -> UpcastersBuilder {
-        builder.events::<BankEvent>()
-    }
-
-    fn decode(event: &RecordedEvent) -> Result<Option<Self>, EventDecodeError> {
-        Ok(event.decode_known::<BankEvent>()?.map(Loan))
+        let Loan::Loan(event) = self;
+        event
     }
 }
 
@@ -87,7 +75,7 @@ fn start<E: EventSet + AsRef<BankEvent>>(
     store: &SqliteStore,
     model: &Path,
 ) -> Result<Running, Box<dyn Error>> {
-    Ok(Projections::new(ModelsOnly(store.clone()))
+    Ok(Projections::new(store.clone())
         .sqlite(model, Balances::<E>::new())
         .start()?)
 }
