@@ -551,7 +551,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             print_events(&done.events);
             // The projection runs on its own; wait until it has read this
             // order, as a page that shows the model after a write would.
-            projections.wait_for(ShopFloor::NAME, done.position()).await?;
+            projections
+                .wait_for(ShopFloor::NAME, done.position())
+                .await?;
             let status = floor.read().orders.get(&first).copied();
             println!(
                 "   the shop floor has read it: order-{first} is {}",
@@ -664,7 +666,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n7. The shop floor, once it has read everything written so far");
     projections.wait_idle().await?;
-    let status = projections.status_of(ShopFloor::NAME).ok_or("no shop floor")?;
+    let status = projections
+        .status_of(ShopFloor::NAME)
+        .ok_or("no shop floor")?;
     let floor = floor.read();
     println!(
         "   read through position {} ({}): {} events of orders and stock",

@@ -5,7 +5,8 @@ use annals_core::{EventId, EventType, Metadata, Position, StreamId, Timestamp};
 /// A decoded event with everything the store knows about it.
 ///
 /// Events that an upcaster split from one stored event share its position
-/// and its stream version; the event id of each part is the stored one.
+/// and its stream version; the first part keeps the stored event's id, and
+/// each other part has an id derived from it (the same on every read).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Envelope<E> {

@@ -7,3 +7,4 @@ mod fixtures;
 mod live;
 mod properties;
 mod rebuild;
+mod shapes;
