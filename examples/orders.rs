@@ -669,18 +669,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let status = projections
         .status_of(ShopFloor::NAME)
         .ok_or("no shop floor")?;
-    let floor = floor.read();
+    // Copied out, so that the lock is not held while the aggregates load.
+    let (seen, available, orders) = {
+        let floor = floor.read();
+        (
+            floor.events_seen,
+            floor.available.clone(),
+            floor.orders_per_status(),
+        )
+    };
     println!(
-        "   read through position {} ({}): {} events of orders and stock",
-        status.checkpoint, status.state, floor.events_seen
+        "   read through position {} ({}): {seen} events of orders and stock",
+        status.checkpoint, status.state
     );
     println!("   stock available per SKU:");
-    for (sku, available) in &floor.available {
+    for (sku, available) in &available {
         let aggregate = stock.load(sku).await?.state.available;
         println!("     {sku:<8} {available:>4}   (the aggregate says {aggregate})");
     }
     println!("   orders per status:");
-    for (status, count) in floor.orders_per_status() {
+    for (status, count) in orders {
         println!("     {status:<10} {count:>3}");
     }
 
