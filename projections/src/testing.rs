@@ -74,7 +74,10 @@ fn source<E: EventSet>(store: InMemoryStore, name: &'static str) -> Source<InMem
     )
 }
 
-/// Tests a projection that is at least once ([`Projection`]).
+/// Tests a projection: given these events, then it looks like this.
+///
+/// A projection that is at least once ([`Projection`]) is run over the
+/// events, and the check gets it:
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -109,7 +112,7 @@ pub struct ProjectionTest<P> {
     given: Given,
 }
 
-impl<P: Projection> ProjectionTest<P> {
+impl<P> ProjectionTest<P> {
     /// A test of `projection`, with no events yet.
     pub fn new(projection: P) -> Self {
         ProjectionTest {
@@ -142,7 +145,9 @@ impl<P: Projection> ProjectionTest<P> {
         self.given.add(stream, vec![(event, metadata)]);
         self
     }
+}
 
+impl<P: Projection> ProjectionTest<P> {
     /// Runs the projection over the given events; returns it, or the
     /// failure it stopped at.
     pub async fn run(mut self) -> Result<P, ProjectionFailure> {
@@ -194,12 +199,13 @@ impl<P: Projection> ProjectionTest<P> {
     }
 }
 
-/// Tests an SQLite read model ([`SqliteProjection`]): the model is built
-/// in a temporary file, and the check reads it with a connection.
+/// An SQLite read model ([`SqliteProjection`]) is tested the same way: the
+/// model is built in a temporary file, and the check reads it with a
+/// connection.
 ///
 /// ```
 /// use annals_core::testkit::bank::AccountEvent;
-/// use annals_projections::testing::SqliteProjectionTest;
+/// use annals_projections::testing::ProjectionTest;
 /// use annals_projections::{Envelope, HandlerError, SqliteProjection};
 /// use rusqlite::Transaction;
 ///
@@ -218,56 +224,18 @@ impl<P: Projection> ProjectionTest<P> {
 ///     }
 /// }
 ///
-/// SqliteProjectionTest::new(Count)
+/// ProjectionTest::new(Count)
 ///     .given("account-1", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 5 }])
-///     .then(|db| {
+///     .then_read_model(|db| {
 ///         let n: i64 = db.query_row("SELECT n FROM events", [], |r| r.get(0)).unwrap();
 ///         assert_eq!(n, 2);
 ///     });
 /// ```
-pub struct SqliteProjectionTest<P> {
-    projection: P,
-    given: Given,
-}
-
-impl<P: SqliteProjection> SqliteProjectionTest<P> {
-    /// A test of `projection`, with no events yet.
-    pub fn new(projection: P) -> Self {
-        SqliteProjectionTest {
-            projection,
-            given: Given::default(),
-        }
-    }
-
-    /// Appends `events` to `stream` (one append).
-    pub fn given<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        events: impl IntoIterator<Item = E>,
-    ) -> Self {
-        let events = events
-            .into_iter()
-            .map(|e| (e, Metadata::default()))
-            .collect();
-        self.given.add(stream, events);
-        self
-    }
-
-    /// Appends one event with its metadata to `stream`.
-    pub fn given_with<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        event: E,
-        metadata: Metadata,
-    ) -> Self {
-        self.given.add(stream, vec![(event, metadata)]);
-        self
-    }
-
+impl<P: SqliteProjection> ProjectionTest<P> {
     /// Builds the model over the given events in a temporary file, then
     /// calls `check` with a connection to it. Panics if the projection
     /// fails. Call it from a plain `#[test]`.
-    pub fn then(self, check: impl FnOnce(&rusqlite::Connection)) {
+    pub fn then_read_model(self, check: impl FnOnce(&rusqlite::Connection)) {
         let file = TempFile::new(P::NAME);
         let built = runtime().block_on(build(self.projection, self.given, &file.0));
         if let Err(failure) = built {

@@ -177,6 +177,8 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
     }
 
     async fn follow(&mut self, mut rebuild: bool) -> Result<Exit, ProjectionFailure> {
+        // The next batch, read while the last one was applied.
+        let mut ahead: Option<Batch<E>> = None;
         loop {
             if self.stop_requested() {
                 return Ok(Exit::Stopped);
@@ -186,17 +188,21 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                 rebuild = true;
             }
             if rebuild && self.rebuilding.is_none() {
+                ahead = None;
                 self.begin_rebuild().await?;
             }
             rebuild = false;
             let started = Instant::now();
-            let batch = self
-                .source
-                .next(self.cursor.position)
-                .await
-                .map_err(run_failure)?;
+            let batch = match ahead.take() {
+                Some(batch) => batch,
+                None => self
+                    .source
+                    .next(self.cursor.position)
+                    .await
+                    .map_err(run_failure)?,
+            };
             let full = batch.full;
-            let whole = if self.target.rolls_back() {
+            let (whole, next) = if self.target.rolls_back() {
                 // A batch on a blocking thread runs to its end anyway.
                 self.handle(batch, started).await?
             } else {
@@ -204,10 +210,11 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                 // checkpoint was not saved, so it is handled again later.
                 let mut stop = self.ctx.stop.clone();
                 tokio::select! {
-                    whole = self.handle(batch, started) => whole?,
+                    handled = self.handle(batch, started) => handled?,
                     _ = stop.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
                 }
             };
+            ahead = next;
             let caught_up = whole && !full;
             if !caught_up {
                 continue;
@@ -246,19 +253,22 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
     }
 
     /// Applies a batch, and its failure if it stopped at one; returns
-    /// whether the whole batch was handled (no failure went on).
+    /// whether the whole batch was handled (no failure went on) and, when
+    /// the batch was full, the next one, read while this one was applied:
+    /// the log is read and the model written at the same time.
     async fn handle(
         &mut self,
         batch: Batch<E>,
         started: Instant,
-    ) -> Result<bool, ProjectionFailure> {
+    ) -> Result<(bool, Option<Batch<E>>), ProjectionFailure> {
         let Batch {
             events,
             read_through,
             through_id,
             undecodable,
-            ..
+            full,
         } = batch;
+        let mut ahead = None;
         if events.is_empty() {
             if read_through > self.cursor.position {
                 // Nothing the projection reads: move on in memory, save now
@@ -277,7 +287,16 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                 .await
                 .map_err(run_failure)?;
             let count = events.len();
-            match self.target.apply(events, checkpoint, None).await {
+            let apply = self.target.apply(events, checkpoint, None);
+            let applied = if full && undecodable.is_none() {
+                let (applied, next) = tokio::join!(apply, self.source.next(read_through));
+                // A failed read is read again, and reported, next time.
+                ahead = next.ok();
+                applied
+            } else {
+                apply.await
+            };
+            match applied {
                 Ok(()) => {
                     self.rate(count, started);
                     self.advance(checkpoint);
@@ -296,13 +315,13 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                         error,
                     };
                     self.hand_on_before(events, failed.position).await?;
-                    return self.on_failure(failed).await.map(|()| false);
+                    return self.on_failure(failed).await.map(|()| (false, None));
                 }
             }
         }
         match undecodable {
-            Some(failed) => self.on_failure(failed).await.map(|()| false),
-            None => Ok(true),
+            Some(failed) => self.on_failure(failed).await.map(|()| (false, None)),
+            None => Ok((true, ahead)),
         }
     }
 
