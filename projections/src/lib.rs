@@ -102,7 +102,7 @@ pub use async_trait::async_trait;
 pub use envelope::Envelope;
 pub use error::{Found, RunError, StartError, WaitError};
 pub use projection::{
-    Backoff, FailurePolicy, HandlerError, Projection, SqliteProjection, UnknownEvents,
+    Backoff, BatchFailure, FailurePolicy, HandlerError, Projection, SqliteProjection, UnknownEvents,
 };
 pub use runner::{Projections, Running, SkippedError};
 pub use sqlite::read_model_checkpoint;

@@ -15,7 +15,9 @@ use std::marker::PhantomData;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::projections::{Envelope, HandlerError, Projections, Running, SqliteProjection};
+use annals::projections::{
+    BatchFailure, Envelope, HandlerError, Projections, Running, SqliteProjection,
+};
 use annals::sqlite::SqliteStore;
 use annals::EventSet;
 use rusqlite::{params, Transaction};
@@ -49,6 +51,26 @@ impl<E: EventSet + AsRef<BankEvent>> SqliteProjection for Balances<E> {
         let change = balance_change(event.event.as_ref())?;
         db.prepare_cached(UPSERT_BALANCE)?
             .execute(params![event.stream_id.as_str(), change])?;
+        Ok(())
+    }
+
+    /// The statement prepared once per batch, as the baseline prepares it
+    /// once per page.
+    fn handle_batch(
+        &mut self,
+        db: &Transaction<'_>,
+        events: &[Envelope<E>],
+    ) -> Result<(), BatchFailure> {
+        let at = |index: usize| move |error: HandlerError| BatchFailure { index, error };
+        let mut upsert = db
+            .prepare_cached(UPSERT_BALANCE)
+            .map_err(|e| at(0)(e.into()))?;
+        for (index, event) in events.iter().enumerate() {
+            let change = balance_change(event.event.as_ref()).map_err(|e| at(index)(e.into()))?;
+            upsert
+                .execute(params![event.stream_id.as_str(), change])
+                .map_err(|e| at(index)(e.into()))?;
+        }
         Ok(())
     }
 }

@@ -124,20 +124,55 @@ impl<P: SqliteProjection> ReadModel<P> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| BatchError::Backend(failed("beginning a batch")(e)))?;
-        for (index, event) in events.iter().enumerate() {
-            let handled = catch_unwind(AssertUnwindSafe(|| self.projection.handle(&tx, event)));
-            let error = match handled {
-                Ok(Ok(())) => continue,
-                Ok(Err(error)) => error.to_string(),
-                Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
-            };
-            // Dropping the transaction rolls the batch back.
-            drop(tx);
-            return Err(BatchError::Handler { index, error });
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            self.projection.handle_batch(&tx, events)
+        }));
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                // Dropping the transaction rolls the batch back.
+                drop(tx);
+                return Err(BatchError::Handler {
+                    index: failure.index.min(events.len().saturating_sub(1)),
+                    error: failure.error.to_string(),
+                });
+            }
+            Err(panic) => {
+                drop(tx);
+                let error = format!("the handler panicked: {}", panic_message(&*panic));
+                return Err(self.locate_panic(events, error));
+            }
         }
         save(&tx, P::NAME, checkpoint, skipped).map_err(BatchError::Backend)?;
         tx.commit()
             .map_err(|e| BatchError::Backend(failed("committing a batch")(e)))
+    }
+
+    /// Finds which event a panic of `handle_batch` came from, by handling
+    /// the batch again one event at a time in a transaction that is rolled
+    /// back. If none fails this time, the batch's first event is blamed.
+    fn locate_panic(&mut self, events: &[Envelope<P::Events>], error: String) -> BatchError {
+        let at_first = |error| BatchError::Handler { index: 0, error };
+        if events.len() < 2 {
+            return at_first(error);
+        }
+        let conn = self.shadow.as_mut().unwrap_or(&mut self.main);
+        let Ok(tx) = conn.transaction_with_behavior(TransactionBehavior::Immediate) else {
+            return at_first(error);
+        };
+        for (index, event) in events.iter().enumerate() {
+            let again = match catch_unwind(AssertUnwindSafe(|| self.projection.handle(&tx, event)))
+            {
+                Ok(Ok(())) => continue,
+                Ok(Err(again)) => again.to_string(),
+                Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+            };
+            return BatchError::Handler {
+                index,
+                error: again,
+            };
+        }
+        at_first(error)
     }
 
     /// Starts (or goes on with) a rebuild into the shadow database, and

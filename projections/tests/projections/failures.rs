@@ -316,3 +316,71 @@ async fn unreadable_read_model_file_fails_with_a_backend_error() -> TestResult {
     );
     Ok(())
 }
+
+/// Works on whole batches: one prepared statement per batch.
+struct BatchedBalances;
+
+impl annals_projections::SqliteProjection for BatchedBalances {
+    type Events = AccountEvent;
+    const NAME: &'static str = "balances";
+
+    fn create(
+        &self,
+        db: &rusqlite::Transaction<'_>,
+    ) -> Result<(), annals_projections::HandlerError> {
+        Balances::<1>::new().create(db)
+    }
+
+    fn handle(
+        &mut self,
+        _: &rusqlite::Transaction<'_>,
+        _: &annals_projections::Envelope<AccountEvent>,
+    ) -> Result<(), annals_projections::HandlerError> {
+        unreachable!("every batch goes through handle_batch")
+    }
+
+    fn handle_batch(
+        &mut self,
+        db: &rusqlite::Transaction<'_>,
+        events: &[annals_projections::Envelope<AccountEvent>],
+    ) -> Result<(), annals_projections::BatchFailure> {
+        let mut seen = db
+            .prepare("INSERT INTO seen VALUES (?1, ?2, ?3)")
+            .map_err(|e| annals_projections::BatchFailure {
+                index: 0,
+                error: e.into(),
+            })?;
+        for (index, event) in events.iter().enumerate() {
+            let fail = |error: annals_projections::HandlerError| annals_projections::BatchFailure {
+                index,
+                error,
+            };
+            if event.event == (AccountEvent::Deposited { amount: UNLUCKY }) {
+                return Err(fail("thirteen is unlucky".into()));
+            }
+            let position = i64::try_from(event.position.0).map_err(|e| fail(e.into()))?;
+            let version = i64::try_from(event.version).map_err(|e| fail(e.into()))?;
+            seen.execute(rusqlite::params![
+                position,
+                event.stream_id.as_str(),
+                version
+            ])
+            .map_err(|e| fail(e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_handler_failure_names_its_event_and_keeps_the_events_before_it() -> TestResult {
+    let (_dir, model, store) = setup();
+    let (unlucky, head) = log_with_an_unlucky_deposit(&store).await;
+    let running = Projections::new(store.clone())
+        .sqlite(&model, BatchedBalances)
+        .start()?;
+    let error = running.wait_for("balances", head).await.expect_err("fails");
+    assert_eq!(failed_at(&error), Some(unlucky), "{error}");
+    assert_eq!(model_seen(&model), (1..unlucky.0).collect::<Vec<_>>());
+    running.stop().await;
+    Ok(())
+}
