@@ -91,6 +91,7 @@ mod envelope;
 mod error;
 mod projection;
 mod runner;
+pub mod saga;
 mod sqlite;
 mod status;
 pub mod testing;

@@ -12,6 +12,7 @@ use annals_core::{
 
 use crate::error::RunError;
 use crate::projection::{Projection, SqliteProjection};
+use crate::saga::{Instance, Saga};
 use crate::runner::run_failure;
 use crate::runner::source::{Batch, Source};
 use crate::sqlite::{BatchError, ReadModel};
@@ -313,6 +314,226 @@ impl Drop for TempFile {
             let mut name = self.0.as_os_str().to_owned();
             name.push(suffix);
             let _ = std::fs::remove_file(PathBuf::from(name));
+        }
+    }
+}
+
+/// Tests a saga: given these events (the saga reacts to them as it would
+/// live), when this event or this deadline, then these commands were
+/// decided, this compensation, this state, these deadlines.
+///
+/// It runs the saga under the real runner on the in-memory store, with a
+/// [`ManualClock`](crate::saga::ManualClock) that only a deadline moves.
+/// Call [`then`](SagaTest::then) from a plain `#[test]`.
+pub struct SagaTest<G> {
+    saga: G,
+    given: Given,
+    when: Option<When>,
+}
+
+enum When {
+    Event(StreamId, NewEvent),
+    Deadline { instance: String, name: String },
+}
+
+/// What the reaction to the `when` of a [`SagaTest`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SagaOutcome<G: Saga> {
+    /// The events it appended to aggregates' streams: the commands it
+    /// decided, compensation included, in commit order.
+    pub decided: Vec<annals_core::RecordedEvent>,
+    /// The events it recorded in instances' streams: state, deadlines,
+    /// the end.
+    pub recorded: Vec<annals_core::RecordedEvent>,
+    /// The instances it touched, as their streams now make them, by id.
+    pub instances: std::collections::BTreeMap<String, Instance<G>>,
+}
+
+impl<G: Saga> std::fmt::Debug for Instance<G>
+where
+    G::State: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("state", &self.state)
+            .field("deadlines", &self.deadlines)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<G: Saga> SagaOutcome<G> {
+    /// The events decided on aggregate `A`'s instance `id`, decoded.
+    pub fn events_of<A: annals_core::Aggregate>(&self, id: &str) -> Vec<A::Event> {
+        self.decided
+            .iter()
+            .filter(|e| e.stream_id.category() == A::CATEGORY && e.stream_id.id() == id)
+            .map(|e| {
+                e.decode::<A::Event>()
+                    .unwrap_or_else(|err| panic!("a decided event does not decode: {err}"))
+            })
+            .collect()
+    }
+
+    /// The instance `id` after the reaction.
+    pub fn instance(&self, id: &str) -> &Instance<G> {
+        self.instances
+            .get(id)
+            .unwrap_or_else(|| panic!("the reaction did not touch instance {id:?}"))
+    }
+}
+
+impl<G: Saga> SagaTest<G> {
+    /// A test of `saga`, with no events yet.
+    pub fn new(saga: G) -> Self {
+        SagaTest {
+            saga,
+            given: Given::default(),
+            when: None,
+        }
+    }
+
+    /// Appends `events` to `stream` (one append) before the `when`.
+    pub fn given<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        let events = events
+            .into_iter()
+            .map(|e| (e, Metadata::default()))
+            .collect();
+        self.given.add(stream, events);
+        self
+    }
+
+    /// Appends one event with its metadata to `stream` before the `when`.
+    pub fn given_with<E: DomainEvent>(
+        mut self,
+        stream: &str,
+        event: E,
+        metadata: Metadata,
+    ) -> Self {
+        self.given.add(stream, vec![(event, metadata)]);
+        self
+    }
+
+    /// The event whose reaction is checked.
+    pub fn when<E: DomainEvent>(mut self, stream: &str, event: E) -> Self {
+        let stream = StreamId::new(stream)
+            .unwrap_or_else(|e| panic!("when: stream id {stream:?} is invalid: {e}"));
+        let event = NewEvent::from_domain(&event, Metadata::default())
+            .unwrap_or_else(|e| panic!("when: the event does not encode: {e}"));
+        self.when = Some(When::Event(stream, event));
+        self
+    }
+
+    /// The deadline whose reaction is checked: instance `instance`'s
+    /// deadline `name`, set by a reaction to the given events. The test's
+    /// clock moves to when it is due.
+    pub fn when_deadline(mut self, instance: &str, name: &str) -> Self {
+        self.when = Some(When::Deadline {
+            instance: instance.to_owned(),
+            name: name.to_owned(),
+        });
+        self
+    }
+
+    /// Runs the given events, then the `when`, and returns what its
+    /// reaction did.
+    pub async fn run(self) -> Result<SagaOutcome<G>, crate::WaitError> {
+        use annals_core::{EventStore, Repository};
+        let store = self.given.store().await;
+        let clock = crate::saga::ManualClock::default();
+        let running = crate::Projections::new(store.clone())
+            .clock(clock.clone())
+            .saga(self.saga)
+            .start()
+            .unwrap_or_else(|e| panic!("the saga does not start: {e}"));
+        running.wait_settled().await?;
+        let instances = Repository::<Instance<G>, _>::new(store.clone())
+            .unwrap_or_else(|e| panic!("the saga's instances are not aggregates: {e}"));
+        let before = store
+            .head()
+            .await
+            .unwrap_or_else(|e| panic!("the store failed: {e}"));
+        let mut skip = None;
+        match self.when {
+            Some(When::Event(stream, event)) => {
+                let appended = store
+                    .append(annals_core::AppendRequest::to_stream(
+                        stream,
+                        ExpectedVersion::Any,
+                        vec![event],
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("when: the append was refused: {e}"));
+                skip = appended.last_position();
+            }
+            Some(When::Deadline { instance, name }) => {
+                let loaded = instances
+                    .load(&instance)
+                    .await
+                    .unwrap_or_else(|e| panic!("when_deadline: instance {instance:?} does not load: {e}"));
+                let due = loaded.state.deadlines.get(&name).copied().unwrap_or_else(|| {
+                    panic!("when_deadline: instance {instance:?} has no pending deadline {name:?}")
+                });
+                let wait = due.as_unix_micros() - crate::saga::Clock::now(&clock).as_unix_micros();
+                clock.advance(std::time::Duration::from_micros(u64::try_from(wait).unwrap_or(0)));
+            }
+            None => {}
+        }
+        running.wait_settled().await?;
+        running.stop().await;
+        let mut decided = Vec::new();
+        let mut recorded = Vec::new();
+        let mut after = before;
+        loop {
+            let page = store
+                .read_all(annals_core::ReadAll::after(after))
+                .await
+                .unwrap_or_else(|e| panic!("the store failed: {e}"));
+            for event in page.events {
+                if Some(event.position) == skip {
+                    continue;
+                }
+                if event.stream_id.category() == G::NAME {
+                    recorded.push(event);
+                } else {
+                    decided.push(event);
+                }
+            }
+            if page.read_through <= after {
+                break;
+            }
+            after = page.read_through;
+        }
+        let mut touched = std::collections::BTreeMap::new();
+        for event in &recorded {
+            let id = event.stream_id.id().to_owned();
+            if !touched.contains_key(&id) {
+                let instance = instances
+                    .load(&id)
+                    .await
+                    .unwrap_or_else(|e| panic!("instance {id:?} does not load: {e}"))
+                    .state;
+                touched.insert(id, instance);
+            }
+        }
+        Ok(SagaOutcome {
+            decided,
+            recorded,
+            instances: touched,
+        })
+    }
+
+    /// Runs the test and calls `check` with what the `when`'s reaction
+    /// did. Panics if the saga fails.
+    pub fn then(self, check: impl FnOnce(&SagaOutcome<G>)) {
+        match runtime().block_on(self.run()) {
+            Ok(outcome) => check(&outcome),
+            Err(failure) => panic!("the saga failed: {failure}"),
         }
     }
 }

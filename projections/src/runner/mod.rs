@@ -2,7 +2,7 @@
 //! rebuild, and stop.
 
 pub(crate) mod source;
-mod target;
+pub(crate) mod target;
 mod task;
 
 use std::any::Any;
@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{StartError, WaitError};
-use crate::projection::{Projection, SqliteProjection};
+use crate::projection::{FailurePolicy, Projection, SqliteProjection, UnknownEvents};
+use crate::saga::deadlines::{fire, IndexEvent};
+use crate::saga::target::saga_store;
+use crate::saga::{Clock, DeadlineIndex, Deadlines, Saga, SagaTarget, SystemClock};
 use crate::sqlite::ReadModel;
 use crate::status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
 use source::Source;
@@ -47,11 +50,17 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type ListSkipped =
     Arc<dyn Fn() -> BoxFuture<Result<Vec<SkippedEvent>, BackendError>> + Send + Sync>;
 
+/// Whether an entry has work due that the log does not show yet.
+type DueFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// A projection registered with the runner, not yet started.
 struct Entry {
     name: &'static str,
     version: u32,
     skipped: ListSkipped,
+    /// Whether it has work that is due but not in the log yet (a saga's
+    /// due deadlines).
+    due: Option<DueFn>,
     start: Box<dyn FnOnce(Context) -> JoinHandle<()>>,
 }
 
@@ -103,6 +112,7 @@ pub struct Projections<S> {
     batch_size: usize,
     poll_interval: Duration,
     progress: Option<ProgressFn>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S> Projections<S>
@@ -111,7 +121,7 @@ where
 {
     /// No projections yet, over `store`. Defaults: batches of 1,000
     /// events, a poll for commits the head watch cannot see every second,
-    /// no rebuild progress callback.
+    /// no rebuild progress callback, the system's clock.
     pub fn new(store: S) -> Self {
         Projections {
             store,
@@ -120,7 +130,15 @@ where
             batch_size: 1_000,
             poll_interval: Duration::from_secs(1),
             progress: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The clock sagas' deadlines follow (default: the system's). Tests
+    /// give a [`ManualClock`](crate::saga::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Adds a read model in the SQLite database at `path` (created if
@@ -144,14 +162,9 @@ where
         let policy = projection.on_failure();
         let unknown = projection.on_unknown_event();
         let target = SqliteTarget::new(path, projection);
-        self.register::<P::Events>(
-            P::NAME,
-            P::VERSION,
-            policy,
-            unknown,
-            skipped,
-            Box::new(target),
-        )
+        self.register::<P::Events>(P::NAME, P::VERSION, policy, unknown, skipped, move |_| {
+            Box::new(target)
+        })
     }
 
     /// How many events a batch holds at most (default 1,000): each batch
@@ -185,7 +198,7 @@ where
         policy: crate::projection::FailurePolicy,
         unknown: crate::projection::UnknownEvents,
         skipped: ListSkipped,
-        target: Box<dyn Target<E>>,
+        target: impl FnOnce(&Context) -> Box<dyn Target<E>> + 'static,
     ) -> Self {
         if let Err(error) = check_name(name) {
             self.invalid.get_or_insert(error);
@@ -208,6 +221,7 @@ where
         let store = self.store.clone();
         let start = Box::new(move |ctx: Context| {
             let source = Source::<S, E>::new(store, name, upcasters, unknown, ctx.batch_size);
+            let target = target(&ctx);
             let ctx = Context { policy, ..ctx };
             tokio::spawn(Follower::new(source, target, ctx).run())
         });
@@ -215,6 +229,7 @@ where
             name,
             version,
             skipped,
+            due: None,
             start,
         });
         self
@@ -266,6 +281,7 @@ where
                 poll_interval: self.poll_interval,
                 progress: self.progress.clone(),
                 batch_size: self.batch_size,
+                clock: self.clock.clone(),
             };
             tasks.push((entry.start)(ctx));
             handles.push(Handle {
@@ -273,6 +289,7 @@ where
                 status: status_rx,
                 requests,
                 skipped: entry.skipped,
+                due: entry.due,
             });
         }
         let store = self.store;
@@ -295,23 +312,85 @@ where
     /// Adds a projection updated at least once, its checkpoint kept in the
     /// event store.
     pub fn projection<P: Projection>(self, projection: P) -> Self {
-        let store = self.store.clone();
-        let skipped: ListSkipped = Arc::new(move || {
-            let store = store.clone();
-            Box::pin(async move { store.skipped_events(P::NAME).await })
-        });
+        let skipped = list_skipped(&self.store, P::NAME);
         let policy = projection.on_failure();
         let unknown = projection.on_unknown_event();
         let target = StoreTarget::new(projection, self.store.clone());
-        self.register::<P::Events>(
-            P::NAME,
-            P::VERSION,
-            policy,
-            unknown,
-            skipped,
-            Box::new(target),
-        )
+        self.register::<P::Events>(P::NAME, P::VERSION, policy, unknown, skipped, move |_| {
+            Box::new(target)
+        })
     }
+
+    /// Adds a saga: each event it reacts to is one unit of work, committed
+    /// with the saga's tracking position in one append. Its deadlines are
+    /// followed by a second entry, `{NAME}.deadlines`, which lives in
+    /// memory and fires them when due; a deadline that cannot be fired is
+    /// listed among that entry's skipped events.
+    pub fn saga<G: Saga>(self, saga: G) -> Self {
+        if let Err(error) = annals_core::store::check_category(G::NAME) {
+            let mut this = self;
+            this.invalid.get_or_insert(StartError::InvalidName {
+                name: G::NAME.to_owned(),
+                reason: "a saga's name is the category of its instances' streams, so it has no '-'",
+            });
+            let _ = error;
+            return this;
+        }
+        let saga = Arc::new(saga);
+        let policy = saga.on_failure();
+        let deadlines = Deadlines::new();
+        // One name per saga type, made once: a bounded leak.
+        let index: &'static str = Box::leak(format!("{}.deadlines", G::NAME).into_boxed_str());
+        let (store, reacting) = (self.store.clone(), saga.clone());
+        let this = self.register::<G::Events>(
+            G::NAME,
+            1,
+            policy,
+            UnknownEvents::Skip,
+            list_skipped(&store, G::NAME),
+            move |ctx| {
+                let target =
+                    SagaTarget::new(reacting, saga_store(&store), store.clone(), ctx.clock.clone());
+                Box::new(target)
+            },
+        );
+        let (store, firing, known) = (this.store.clone(), saga, deadlines.clone());
+        let due = deadlines.clone();
+        let mut this = this.register::<IndexEvent<G>>(
+            index,
+            1,
+            FailurePolicy::Stop,
+            UnknownEvents::Skip,
+            list_skipped(&store, index),
+            move |ctx| {
+                deadlines.use_clock(ctx.clock.clone());
+                let task = fire(
+                    index,
+                    firing,
+                    saga_store(&store),
+                    store.clone(),
+                    deadlines,
+                    ctx.clock.clone(),
+                    ctx.stop.clone(),
+                );
+                tokio::spawn(task);
+                Box::new(DeadlineIndex::<G>::new(known))
+            },
+        );
+        if let Some(entry) = this.entries.iter_mut().find(|e| e.name == index) {
+            entry.due = Some(Arc::new(move || due.any_due()));
+        }
+        this
+    }
+}
+
+/// Lists the skipped events kept under `name` in the event store.
+fn list_skipped<S: CheckpointStore + Clone + 'static>(store: &S, name: &'static str) -> ListSkipped {
+    let store = store.clone();
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.skipped_events(name).await })
+    })
 }
 
 /// Checks a projection's name: it keys checkpoints and names files.
@@ -346,6 +425,7 @@ struct Handle {
     status: watch::Receiver<ProjectionStatus>,
     requests: mpsc::Sender<Request>,
     skipped: ListSkipped,
+    due: Option<DueFn>,
 }
 
 /// Waits until a projection's status passes `done` or it stops, and
@@ -444,12 +524,7 @@ impl Running {
     /// version change, say) is waited for too. The first failure ends the
     /// wait.
     pub async fn wait_idle(&self) -> Result<(), WaitError> {
-        let head = (self.head)().await.map_err(|e| {
-            WaitError::Failed(run_failure(crate::error::RunError::Read {
-                projection: "*",
-                source: e,
-            }))
-        })?;
+        let head = self.head_now().await?;
         for handle in &self.projections {
             let idle = |s: &ProjectionStatus| {
                 s.checkpoint >= head && matches!(s.state, ProjectionState::Live)
@@ -468,6 +543,39 @@ impl Running {
             });
         }
         Ok(())
+    }
+
+    /// Waits until nothing is left to do: every projection is idle at the
+    /// head, no saga has a deadline due, and the log stopped moving while
+    /// it looked (a saga's reactions append events that it, or another
+    /// projection, then reads). For tests and examples that drive a
+    /// process to its end; with commands still arriving it waits for a
+    /// quiet moment.
+    pub async fn wait_settled(&self) -> Result<(), WaitError> {
+        loop {
+            let before = self.head_now().await?;
+            self.wait_idle().await?;
+            let due = self
+                .projections
+                .iter()
+                .any(|h| h.due.as_ref().is_some_and(|due| due()));
+            if !due && self.head_now().await? == before {
+                return Ok(());
+            }
+            if due {
+                // The deadline's reaction is running: look again shortly.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    async fn head_now(&self) -> Result<Position, WaitError> {
+        (self.head)().await.map_err(|e| {
+            WaitError::Failed(run_failure(crate::error::RunError::Read {
+                projection: "*",
+                source: e,
+            }))
+        })
     }
 
     /// [`Running::wait_idle`], giving up with [`WaitError::TimedOut`] after

@@ -39,6 +39,7 @@ pub(crate) struct Context {
     pub(crate) poll_interval: Duration,
     pub(crate) batch_size: usize,
     pub(crate) progress: Option<ProgressFn>,
+    pub(crate) clock: Arc<dyn crate::saga::Clock>,
 }
 
 /// A rebuild in progress.

@@ -7,4 +7,5 @@ mod fixtures;
 mod live;
 mod properties;
 mod rebuild;
+mod sagas;
 mod shapes;
