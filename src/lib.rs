@@ -75,8 +75,8 @@ pub use annals_core::{
     InMemoryStore, InvalidMetadata, InvalidName, Limits, LoadError, Loaded, LogFilter, Metadata,
     NameProblem, NewEvent, NilEventId, Page, Pages, Payload, PayloadError, Position, ReadAll,
     ReadError, ReadStream, RecordedEvent, Repository, RetryPolicy, SkippedEvent, SnapshotError,
-    SnapshotPolicy, SnapshotStore, StoreClosed, StreamId, Timestamp, Unit, UnitOfWork, MAX_DEPTH,
-    MAX_NAME_LEN,
+    SnapshotPolicy, SnapshotStore, StoreClosed, StreamId, Timestamp, Tracking, Unit, UnitOfWork,
+    MAX_DEPTH, MAX_NAME_LEN,
 };
 pub use error::Error;
 

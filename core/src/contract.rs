@@ -62,6 +62,21 @@ use crate::read::{Page, ReadAll, ReadError, ReadStream, ReplayEvent};
 /// 12. Filters of the global log combine as [`crate::LogFilter`] says:
 ///     categories and prefixes widen, event types narrow, and stream ids
 ///     compare byte for byte.
+/// 13. An append that tracks a checkpoint ([`AppendRequest::track`])
+///     commits its events and sets the named checkpoint — to exactly the
+///     [`Checkpoint`](crate::Checkpoint) given, as
+///     [`CheckpointStore::load_checkpoint`](crate::CheckpointStore::load_checkpoint)
+///     then returns it — together or not at all; the name's skipped events
+///     are untouched. It is refused with [`AppendError::AlreadyTracked`],
+///     and writes nothing, if the name's stored checkpoint is already at or
+///     past the requested position, unless it is a retry of an append
+///     already committed, which returns the original result (as in 5). It
+///     is refused for every reason an untracked append is (3 to 6), and
+///     then the checkpoint does not move; a name that breaks the naming
+///     rules is refused with [`AppendError::InvalidCheckpointName`] before
+///     anything is written. Of concurrent appends tracking one name at one
+///     position, exactly one succeeds. An append without tracking leaves
+///     every checkpoint as it is.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends events to one or more streams, atomically.

@@ -46,7 +46,7 @@ pub mod testkit;
 
 pub use aggregate::Aggregate;
 pub use append::{
-    ActualVersion, AppendError, AppendOutcome, AppendRequest, ExpectedVersion, Limits,
+    ActualVersion, AppendError, AppendOutcome, AppendRequest, ExpectedVersion, Limits, Tracking,
 };
 pub use checkpoint::{Checkpoint, CheckpointStore, SkippedEvent};
 pub use contract::{EventStore, HeadWatch};

@@ -1,8 +1,8 @@
 //! A store that keeps everything in memory, for tests and examples.
 //!
 //! It keeps every guarantee of the store contract (it runs the whole
-//! conformance suite): one mutex makes each append atomic and gives
-//! gap-free positions in commit order.
+//! conformance suite): one mutex makes each append atomic, with the
+//! checkpoint it tracks, and gives gap-free positions in commit order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::append::{
     run_append, AppendError, AppendOutcome, AppendRequest, AppendTarget, Appended, Inserted,
-    Limits, PlannedRow,
+    Limits, PlannedRow, Tracking,
 };
 use crate::checkpoint::{Checkpoint, CheckpointStore, SkippedEvent};
 use crate::contract::{EventStore, HeadWatch};
@@ -58,11 +58,12 @@ struct Log {
     /// The newest snapshot per stream.
     snapshots: HashMap<StreamId, Snapshot>,
     /// Each follower's checkpoint and the events it skipped, by position.
-    checkpoints: HashMap<String, Tracking>,
+    checkpoints: HashMap<String, Follower>,
 }
 
+/// What the store keeps for one named follower of the log.
 #[derive(Default)]
-struct Tracking {
+struct Follower {
     checkpoint: Option<Checkpoint>,
     skipped: BTreeMap<(Position, EventId), SkippedEvent>,
 }
@@ -117,12 +118,14 @@ impl Log {
     }
 }
 
-/// One append's view of the log: rows are staged and join the log only
-/// when the whole append is inserted.
+/// One append's view of the log: rows and the tracked checkpoint are
+/// staged, and join the log only when the whole append is inserted.
 struct Staging<'l> {
     log: &'l Log,
     /// How many rows this append has inserted so far.
     staged: usize,
+    /// The checkpoint this append sets.
+    checkpoint: Option<Tracking>,
 }
 
 impl AppendTarget for Staging<'_> {
@@ -144,11 +147,28 @@ impl AppendTarget for Staging<'_> {
 
     fn undo(&mut self) -> Result<(), Infallible> {
         self.staged = 0;
+        self.checkpoint = None;
         Ok(())
     }
 
     fn find_event(&mut self, id: EventId) -> Result<Option<RecordedEvent>, Infallible> {
         Ok(self.log.ids.get(&id).map(|&i| self.log.events[i].clone()))
+    }
+
+    fn tracked_position(&mut self, name: &str) -> Result<Option<Position>, Infallible> {
+        // Appends run one at a time under the lock: no other append's
+        // checkpoint is staged meanwhile.
+        Ok(self
+            .log
+            .checkpoints
+            .get(name)
+            .and_then(|follower| follower.checkpoint)
+            .map(|checkpoint| checkpoint.position))
+    }
+
+    fn set_checkpoint(&mut self, tracking: &Tracking, _: Timestamp) -> Result<(), Infallible> {
+        self.checkpoint = Some(tracking.clone());
+        Ok(())
     }
 }
 
@@ -160,6 +180,7 @@ impl EventStore for InMemoryStore {
         let mut staging = Staging {
             log: &log,
             staged: 0,
+            checkpoint: None,
         };
         let appended = match run_append(&mut staging, &request, Timestamp::now()) {
             Ok(appended) => appended,
@@ -168,6 +189,7 @@ impl EventStore for InMemoryStore {
         let Appended::Inserted(outcome) = appended else {
             return appended.into_result();
         };
+        let checkpoint = staging.checkpoint;
         for event in outcome.events() {
             let index = log.events.len();
             log.ids.insert(event.event_id, index);
@@ -176,6 +198,10 @@ impl EventStore for InMemoryStore {
                 .or_default()
                 .push(index);
             log.events.push(event.clone());
+        }
+        if let Some(Tracking { name, checkpoint }) = checkpoint {
+            // The name's skipped events stay as they are.
+            log.checkpoints.entry(name).or_default().checkpoint = Some(checkpoint);
         }
         // Published while the lock is held, so the head never moves backwards.
         self.shared.head.send_replace(log.head());
@@ -268,7 +294,7 @@ impl CheckpointStore for InMemoryStore {
             .log()?
             .checkpoints
             .get(name)
-            .and_then(|tracking| tracking.checkpoint))
+            .and_then(|follower| follower.checkpoint))
     }
 
     async fn save_checkpoint(
@@ -278,11 +304,11 @@ impl CheckpointStore for InMemoryStore {
         skipped: &[SkippedEvent],
     ) -> Result<(), BackendError> {
         let mut log = self.log()?;
-        let tracking = log.checkpoints.entry(name.to_owned()).or_default();
-        tracking.checkpoint = Some(checkpoint);
+        let follower = log.checkpoints.entry(name.to_owned()).or_default();
+        follower.checkpoint = Some(checkpoint);
         for event in skipped {
             // The first record of an event stays, as on every store.
-            tracking
+            follower
                 .skipped
                 .entry((event.position, event.event_id))
                 .or_insert_with(|| event.clone());
@@ -295,7 +321,7 @@ impl CheckpointStore for InMemoryStore {
             .log()?
             .checkpoints
             .get(name)
-            .map(|tracking| tracking.skipped.values().cloned().collect())
+            .map(|follower| follower.skipped.values().cloned().collect())
             .unwrap_or_default())
     }
 

@@ -1,14 +1,14 @@
 //! A fault at every step of the writer in turn (begin, savepoint, each
-//! insert, commit): each append is answered with all of its events stored or
-//! with a typed error and none, the file stays intact, and the writer keeps
-//! serving.
+//! insert, commit): each append is answered with all of its events stored,
+//! and the checkpoint it tracks set, or with a typed error and neither; the
+//! file stays intact, and the writer keeps serving.
 
 use std::collections::HashSet;
 use std::error::Error;
 
 use annals_core::{
-    AppendError, AppendRequest, BackendErrorKind, EventId, EventStore, ExpectedVersion, NewEvent,
-    Payload, StreamId,
+    AppendError, AppendRequest, BackendErrorKind, Checkpoint, CheckpointStore, EventId, EventStore,
+    ExpectedVersion, NewEvent, Payload, Position, StreamId,
 };
 use annals_sqlite::{FaultPlan, SqliteStore};
 
@@ -29,14 +29,25 @@ fn ids(request: &AppendRequest) -> Vec<EventId> {
     request.events().map(NewEvent::event_id).collect()
 }
 
+/// The checkpoint of a reaction to the event at `position`.
+fn reacted_to(position: u64) -> Checkpoint {
+    Checkpoint {
+        position: Position(position),
+        event_id: Some(EventId::new()),
+        version: 1,
+    }
+}
+
 /// The appends of one run: one alone, then three at once (one a conflict)
-/// so that they share a group commit.
+/// so that they share a group commit. Each but the last tracks a
+/// checkpoint of its own.
 fn workload() -> (AppendRequest, Vec<AppendRequest>) {
     let first = AppendRequest::to_stream(
         stream("a-1"),
         ExpectedVersion::NoStream,
         vec![event(0), event(1)],
-    );
+    )
+    .track("saga-a", reacted_to(3));
     let together = vec![
         AppendRequest::new()
             .stream(stream("b-1"), ExpectedVersion::NoStream, vec![event(2)])
@@ -44,8 +55,10 @@ fn workload() -> (AppendRequest, Vec<AppendRequest>) {
                 stream("b-2"),
                 ExpectedVersion::NoStream,
                 vec![event(3), event(4)],
-            ),
-        AppendRequest::to_stream(stream("a-1"), ExpectedVersion::NoStream, vec![event(5)]),
+            )
+            .track("saga-b", reacted_to(5)),
+        AppendRequest::to_stream(stream("a-1"), ExpectedVersion::NoStream, vec![event(5)])
+            .track("saga-c", reacted_to(6)),
         AppendRequest::to_stream(stream("c-1"), ExpectedVersion::Any, vec![event(6)]),
     ];
     (first, together)
@@ -66,12 +79,12 @@ async fn fault_at_any_writer_step_stores_all_or_nothing_and_the_writer_recovers(
             .open()
             .await?;
         let (first, together) = workload();
-        let mut answered = vec![(ids(&first), store.append(first.clone()).await)];
+        let mut answered = vec![(first.clone(), store.append(first).await)];
         let tasks: Vec<_> = together
             .into_iter()
             .map(|request| {
                 let store = store.clone();
-                tokio::spawn(async move { (ids(&request), store.append(request).await) })
+                tokio::spawn(async move { (request.clone(), store.append(request).await) })
             })
             .collect();
         for task in tasks {
@@ -82,8 +95,18 @@ async fn fault_at_any_writer_step_stores_all_or_nothing_and_the_writer_recovers(
             .iter()
             .map(|e| e.event_id)
             .collect();
-        for (ids, result) in &answered {
+        for (request, result) in &answered {
+            let ids = ids(request);
             let present = ids.iter().filter(|id| stored.contains(id)).count();
+            if let Some(tracking) = request.tracking() {
+                let loaded = store.load_checkpoint(&tracking.name).await?;
+                let due = result.is_ok().then_some(tracking.checkpoint);
+                assert_eq!(
+                    loaded, due,
+                    "step {k}: {} is {loaded:?} after {result:?}",
+                    tracking.name
+                );
+            }
             match result {
                 Ok(_) => assert_eq!(
                     present,

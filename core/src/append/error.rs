@@ -2,8 +2,8 @@
 
 use crate::append::expected::{ActualVersion, ExpectedVersion};
 use crate::error::BackendError;
-use crate::event::{EventId, InvalidMetadata};
-use crate::id::StreamId;
+use crate::event::{EventId, InvalidMetadata, Position};
+use crate::id::{InvalidName, StreamId};
 
 /// Why an append was refused. In every case nothing was written, except
 /// [`BackendErrorKind::OutcomeUnknown`](crate::BackendErrorKind::OutcomeUnknown),
@@ -87,6 +87,29 @@ pub enum AppendError {
         event_id: EventId,
         /// What was wrong.
         source: InvalidMetadata,
+    },
+    /// The checkpoint an append tracks is already at or past the position
+    /// it asks for: another runner already committed this reaction, or this
+    /// one did and is retrying: nothing was written; move on.
+    ///
+    /// A retry of an append that was committed (all its event ids stored)
+    /// is not refused: it gets the original result.
+    #[error("checkpoint {name:?} is at {stored}, at or past the requested {requested}")]
+    AlreadyTracked {
+        /// The checkpoint's name.
+        name: String,
+        /// The position stored under the name.
+        stored: Position,
+        /// The position the append would have set.
+        requested: Position,
+    },
+    /// The name of the checkpoint an append tracks breaks the naming rules
+    /// (empty, too long, control or invisible characters, surrounding
+    /// whitespace): nothing was written; fix the name.
+    #[error("{source}")]
+    InvalidCheckpointName {
+        /// What was wrong with the name.
+        source: InvalidName,
     },
     /// The stream would pass the largest version a store can hold
     /// ([`MAX_VERSION`](crate::store::MAX_VERSION)).

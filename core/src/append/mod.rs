@@ -3,10 +3,11 @@
 //!
 //! A backend does only what needs its storage: read a stream's current
 //! version, insert one row, undo an append's rows, find a stored event by
-//! id ([`AppendTarget`]). Everything else — the checks before the
-//! transaction, expected versions, version overflow, version and position
-//! numbering, telling an idempotent retry from a reused id — is written
-//! once, here ([`run_append`]), so that no backend can get it subtly wrong.
+//! id, read and set a tracked checkpoint ([`AppendTarget`]). Everything
+//! else — the checks before the transaction, expected versions, version
+//! overflow, version and position numbering, telling an idempotent retry
+//! from a reused id, refusing a reaction already tracked — is written once,
+//! here ([`run_append`]), so that no backend can get it subtly wrong.
 
 mod error;
 mod expected;
@@ -14,6 +15,7 @@ mod outcome;
 mod prior;
 mod request;
 mod target;
+mod tracking;
 
 pub use error::AppendError;
 pub use expected::{ActualVersion, ExpectedVersion};
@@ -21,3 +23,4 @@ pub use outcome::AppendOutcome;
 pub use prior::PriorAppend;
 pub use request::{AppendRequest, Limits, StreamAppend, MAX_VERSION};
 pub use target::{run_append, AppendTarget, Appended, Inserted, PlannedRow};
+pub use tracking::Tracking;

@@ -4,6 +4,8 @@ use std::collections::HashSet;
 
 use crate::append::error::AppendError;
 use crate::append::expected::ExpectedVersion;
+use crate::append::tracking::Tracking;
+use crate::checkpoint::Checkpoint;
 use crate::event::NewEvent;
 use crate::id::StreamId;
 
@@ -66,7 +68,9 @@ pub struct StreamAppend {
     pub events: Vec<NewEvent>,
 }
 
-/// An append: events for one or more streams, committed together or not at all.
+/// An append: events for one or more streams, committed together or not at
+/// all, and optionally a named checkpoint set with them
+/// ([`AppendRequest::track`]).
 ///
 /// ```
 /// use annals_core::{AppendRequest, ExpectedVersion, NewEvent, Payload, StreamId};
@@ -81,6 +85,7 @@ pub struct StreamAppend {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppendRequest {
     streams: Vec<StreamAppend>,
+    tracking: Option<Tracking>,
 }
 
 impl AppendRequest {
@@ -109,12 +114,43 @@ impl AppendRequest {
         self
     }
 
+    /// Sets the checkpoint `name` to `checkpoint` in the same atomic append
+    /// as the events, replacing any tracking set before.
+    ///
+    /// The append is refused with [`AppendError::AlreadyTracked`], and
+    /// writes nothing, if `name`'s stored checkpoint is already at or past
+    /// `checkpoint.position`, unless it is a retry of an append already
+    /// committed (guarantee 13 of [`EventStore`](crate::EventStore)).
+    ///
+    /// ```
+    /// use annals_core::{AppendRequest, Checkpoint, EventId, ExpectedVersion, NewEvent, Payload, Position, StreamId};
+    /// let shipped = NewEvent::new("ShipmentRequested", 1, Payload::from_json("{}")?)?;
+    /// let reacted_to = Checkpoint { position: Position(41), event_id: Some(EventId::new()), version: 1 };
+    /// let request = AppendRequest::to_stream(StreamId::new("shipment-7")?, ExpectedVersion::NoStream, vec![shipped])
+    ///     .track("shipping-saga", reacted_to);
+    /// assert_eq!(request.tracking().map(|t| t.checkpoint.position), Some(Position(41)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn track(mut self, name: impl Into<String>, checkpoint: Checkpoint) -> Self {
+        self.tracking = Some(Tracking {
+            name: name.into(),
+            checkpoint,
+        });
+        self
+    }
+
+    /// The checkpoint this append sets, if any.
+    pub fn tracking(&self) -> Option<&Tracking> {
+        self.tracking.as_ref()
+    }
+
     /// The streams, in order.
     pub fn streams(&self) -> &[StreamAppend] {
         &self.streams
     }
 
-    /// Takes the streams out of the request.
+    /// Takes the streams out of the request; its tracking, if any, is
+    /// dropped.
     pub fn into_streams(self) -> Vec<StreamAppend> {
         self.streams
     }
@@ -135,11 +171,14 @@ impl AppendRequest {
     }
 
     /// The checks that need no database: emptiness, duplicate streams and
-    /// ids, limits and metadata. Every store calls this before touching
-    /// storage.
+    /// ids, limits, metadata and the tracked checkpoint's name. Every store
+    /// calls this before touching storage.
     pub fn check(&self, limits: &Limits) -> Result<(), AppendError> {
         if self.streams.is_empty() {
             return Err(AppendError::Empty { stream: None });
+        }
+        if let Some(tracking) = &self.tracking {
+            tracking.check()?;
         }
         let mut streams = HashSet::new();
         for s in &self.streams {
@@ -198,6 +237,7 @@ impl AppendRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::NameProblem;
     use crate::payload::Payload;
     use std::error::Error;
 
@@ -241,6 +281,40 @@ mod tests {
             matches!(err, AppendError::PayloadTooLarge { event_id, size: 102, max: 50 } if event_id == id)
         );
         Ok(())
+    }
+
+    #[test]
+    fn check_fails_with_invalid_checkpoint_name() {
+        let tracked = |name: &str| {
+            AppendRequest::to_stream(stream("a-1"), ExpectedVersion::Any, vec![event()])
+                .track(name, Checkpoint::start(1))
+        };
+        for (name, expected) in [
+            ("", NameProblem::Empty),
+            (" saga", NameProblem::SurroundingWhitespace),
+            ("sa\nga", NameProblem::ControlCharacter { at: 2 }),
+        ] {
+            let err = tracked(name).check(&Limits::default()).unwrap_err();
+            assert!(
+                matches!(&err, AppendError::InvalidCheckpointName { source } if source.problem == expected),
+                "{name:?}: {err:?}"
+            );
+        }
+        assert!(tracked("shipping saga: v2")
+            .check(&Limits::default())
+            .is_ok());
+    }
+
+    #[test]
+    fn track_replaces_earlier_tracking() {
+        let request = AppendRequest::to_stream(stream("a-1"), ExpectedVersion::Any, vec![event()])
+            .track("first", Checkpoint::start(1))
+            .track("second", Checkpoint::start(2));
+        let tracking = request.tracking().expect("tracked");
+        assert_eq!(
+            (tracking.name.as_str(), tracking.checkpoint),
+            ("second", Checkpoint::start(2))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::append::error::AppendError;
 use crate::append::outcome::AppendOutcome;
 use crate::append::prior::PriorAppend;
 use crate::append::request::{AppendRequest, MAX_VERSION};
+use crate::append::tracking::Tracking;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::event::{EventId, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::id::StreamId;
@@ -50,11 +51,28 @@ pub trait AppendTarget {
     /// assigned in commit order. Says where it went.
     fn insert(&mut self, row: &PlannedRow<'_>) -> Result<Inserted, Self::Error>;
 
-    /// Removes every row this append inserted so far.
+    /// Removes every row this append inserted so far, and the checkpoint
+    /// it set, if it did.
     fn undo(&mut self) -> Result<(), Self::Error>;
 
     /// The stored event with this id, if any.
     fn find_event(&mut self, id: EventId) -> Result<Option<RecordedEvent>, Self::Error>;
+
+    /// The position of the checkpoint stored under `name`, `None` when the
+    /// name has none. It sees what earlier appends of the same write
+    /// transaction set, committed or not yet, so that two appends tracking
+    /// one name in one group commit cannot both pass.
+    fn tracked_position(&mut self, name: &str) -> Result<Option<Position>, Self::Error>;
+
+    /// Sets the checkpoint `tracking.name` to `tracking.checkpoint`,
+    /// exactly, as part of this append: it commits with the append's rows
+    /// or not at all, and the name's skipped events stay as they are.
+    /// `saved_at` is the append's `recorded_at`.
+    fn set_checkpoint(
+        &mut self,
+        tracking: &Tracking,
+        saved_at: Timestamp,
+    ) -> Result<(), Self::Error>;
 }
 
 /// How [`run_append`] ended.
@@ -83,14 +101,23 @@ impl Appended {
 /// Runs one append against a backend's write transaction, the same way on
 /// every backend:
 ///
-/// 1. each stream's current version must meet its expected version, and
+/// 1. a tracked checkpoint ([`AppendRequest::track`]) must be stored below
+///    the position the append tracks, or not at all;
+/// 2. each stream's current version must meet its expected version, and
 ///    its events must fit below [`MAX_VERSION`];
-/// 2. events get versions from the stream's current version + 1 and are
-///    inserted, each at the position the backend gives it, in order;
-/// 3. when a stream refuses, or an event id is already stored, whatever was
-///    inserted is undone and the request's ids are looked up: a retry of an
-///    append already committed gets its original result, a partial overlap
-///    or a reused id an error, anything else the refusal.
+/// 3. events get versions from the stream's current version + 1 and are
+///    inserted, each at the position the backend gives it, in order; then
+///    the tracked checkpoint is set;
+/// 4. when the tracked checkpoint or a stream refuses, or an event id is
+///    already stored, whatever was inserted is undone and the request's ids
+///    are looked up: a retry of an append already committed gets its
+///    original result, a partial overlap or a reused id an error, anything
+///    else the refusal.
+///
+/// The tracked checkpoint is checked first: a second runner reacting to an
+/// event already reacted to learns it is
+/// [`AppendError::AlreadyTracked`], and moves on, rather than see a
+/// conflict and decide again.
 ///
 /// Call [`AppendRequest::check`] first, before the transaction. Positions
 /// are assigned inside the transaction so that commit order is position
@@ -101,6 +128,19 @@ pub fn run_append<T: AppendTarget + ?Sized>(
     request: &AppendRequest,
     recorded_at: Timestamp,
 ) -> Result<Appended, T::Error> {
+    if let Some(tracking) = request.tracking() {
+        let requested = tracking.checkpoint.position;
+        if let Some(stored) = target.tracked_position(&tracking.name)? {
+            if stored >= requested {
+                let tracked = AppendError::AlreadyTracked {
+                    name: tracking.name.clone(),
+                    stored,
+                    requested,
+                };
+                return look_up_prior(target, request, tracked);
+            }
+        }
+    }
     let mut first_versions = Vec::with_capacity(request.streams().len());
     for s in request.streams() {
         let current = target.current_version(&s.stream)?;
@@ -161,6 +201,9 @@ pub fn run_append<T: AppendTarget + ?Sized>(
                 recorded_at,
             ));
         }
+    }
+    if let Some(tracking) = request.tracking() {
+        target.set_checkpoint(tracking, recorded_at)?;
     }
     Ok(Appended::Inserted(AppendOutcome::new(recorded)))
 }

@@ -9,6 +9,8 @@
 mod checkpoints;
 mod filter;
 
+pub(crate) use checkpoints::load_checkpoint;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 

@@ -1,12 +1,21 @@
 //! The storage half of an append on SQLite: what
 //! [`run_append`](annals_core::store::run_append) asks of a backend.
+//!
+//! A tracked checkpoint is read and written on the write connection, inside
+//! the append's savepoint (or its transaction, when it has one alone): it
+//! is undone with the append's rows, and the next append of the same group
+//! commit reads what this one set.
 
 use annals_core::store::{AppendTarget, Inserted, PlannedRow};
-use annals_core::{BackendError, BackendErrorKind, EventId, Position, RecordedEvent, StreamId};
+use annals_core::{
+    BackendError, BackendErrorKind, EventId, Position, RecordedEvent, StreamId, Timestamp, Tracking,
+};
 use rusqlite::Connection;
 
 use crate::error::{backend, is_unique_violation};
+use crate::read::load_checkpoint;
 use crate::row::{event_from_row, to_sql_int, Names};
+use crate::writer::checkpoint::{save_checkpoint, CheckpointSave};
 use crate::writer::fault::{Faults, Step};
 
 const INSERT_EVENT: &str = include_str!("insert_event.sql");
@@ -98,5 +107,19 @@ impl AppendTarget for SqliteTarget<'_> {
                     )
                 }),
         }
+    }
+
+    fn tracked_position(&mut self, name: &str) -> Result<Option<Position>, BackendError> {
+        Ok(load_checkpoint(self.conn, name)?.map(|checkpoint| checkpoint.position))
+    }
+
+    fn set_checkpoint(
+        &mut self,
+        tracking: &Tracking,
+        saved_at: Timestamp,
+    ) -> Result<(), BackendError> {
+        // No skipped events: the name's recorded ones stay as they are.
+        let save = CheckpointSave::new(&tracking.name, tracking.checkpoint, &[])?;
+        save_checkpoint(self.conn, &save, self.faults, saved_at)
     }
 }

@@ -1,13 +1,17 @@
 //! How appends are committed: by their caller when the store is quiet, in
-//! groups by the writer thread when they arrive during a commit, and never
-//! left hanging when a caller stops waiting.
+//! groups by the writer thread when they arrive during a commit (each
+//! checked after the ones before it in the group), and never left hanging
+//! when a caller stops waiting.
 
 use std::error::Error;
 use std::future::Future;
 use std::time::Duration;
 
 use annals_core::prelude::*;
-use annals_core::{ExpectedVersion, NewEvent, Payload, Position, StreamId};
+use annals_core::{
+    AppendError, AppendRequest, Checkpoint, EventId, ExpectedVersion, NewEvent, Payload, Position,
+    StreamId,
+};
 
 use crate::{Durability, SqliteStore};
 
@@ -87,6 +91,70 @@ async fn appends_arriving_during_a_commit_are_grouped_and_each_answered() -> Tes
         TASKS - 1,
         stats.thread_commits
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_tracked_append_of_a_group_fails_with_already_tracked() -> TestResult {
+    let store = SqliteStore::open_temporary().await?;
+    let reaction = Checkpoint {
+        position: Position(7),
+        event_id: Some(EventId::new()),
+        version: 1,
+    };
+    let tracked = |s: &str, version| {
+        AppendRequest::to_stream(stream(s), ExpectedVersion::NoStream, vec![event(1)]).track(
+            "shipping-saga",
+            Checkpoint {
+                version,
+                ..reaction
+            },
+        )
+    };
+    let requests = [
+        // Leads, and waits for the write lock while the others queue up.
+        AppendRequest::to_stream(stream("lead-1"), ExpectedVersion::NoStream, vec![event(0)]),
+        tracked("shipment-1", 1),
+        tracked("shipment-2", 2),
+    ];
+    let blocker = rusqlite::Connection::open(store.path())?;
+    blocker.execute_batch("BEGIN IMMEDIATE")?;
+    let mut tasks = Vec::new();
+    for request in requests {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.append(request).await }));
+        // Each queues before the next, so that the group keeps their order.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.execute_batch("COMMIT")?;
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let stats = store.writer_stats();
+    assert_eq!(
+        (stats.caller_commits, stats.thread_commits),
+        (1, 1),
+        "the tracked appends were not grouped: {stats:?}"
+    );
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(
+            &results[2],
+            Err(AppendError::AlreadyTracked { name, stored: Position(7), requested: Position(7) })
+                if name == "shipping-saga"
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(
+        store.load_checkpoint("shipping-saga").await?,
+        Some(reaction)
+    );
+    assert!(store
+        .read_stream_to_end(&stream("shipment-2"))
+        .await?
+        .is_empty());
     Ok(())
 }
 

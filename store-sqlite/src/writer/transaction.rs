@@ -1,9 +1,11 @@
 //! One group commit: every write of a batch in one transaction.
 //!
-//! Each append is checked and inserted in its own savepoint, so that one
-//! refused append (a conflict, a reused id) rolls back alone and never
-//! fails its neighbours; a batch of one append needs no savepoint, the
-//! transaction is its unit. A checkpoint's write (the checkpoint and the
+//! Each append is checked and inserted in its own savepoint, with the
+//! checkpoint it tracks, so that one refused append (a conflict, a reused
+//! id, a reaction already tracked) rolls back alone and never fails its
+//! neighbours; a batch of one append needs no savepoint, the transaction is
+//! its unit. Two appends of one group that track the same name are checked
+//! in order: the second reads the checkpoint the first set. A checkpoint's write (the checkpoint and the
 //! events its follower skipped) is several statements, so it always gets a
 //! savepoint: nothing of it is kept unless all of it is.
 //!

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::{ensure, race, CaseResult, Options, Step};
 use crate::{Checkpoint, CheckpointStore, EventId, EventType, Position, SkippedEvent, Timestamp};
 
-fn checkpoint(position: u64, version: u32) -> Checkpoint {
+/// A checkpoint at `position`, with an event id of its own.
+pub(super) fn checkpoint(position: u64, version: u32) -> Checkpoint {
     Checkpoint {
         position: Position(position),
         event_id: Some(EventId::new()),
@@ -17,7 +18,7 @@ fn checkpoint(position: u64, version: u32) -> Checkpoint {
 
 /// An event skipped at `position`, with an error text that quotes and
 /// escapes as a handler's message might.
-fn skipped(position: u64) -> SkippedEvent {
+pub(super) fn skipped(position: u64) -> SkippedEvent {
     SkippedEvent {
         position: Position(position),
         event_id: EventId::new(),

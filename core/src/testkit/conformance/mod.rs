@@ -27,6 +27,7 @@ mod json;
 mod races;
 mod reads;
 mod snapshots;
+mod tracking;
 
 use std::fmt::{Debug, Display};
 use std::future::Future;
@@ -152,11 +153,12 @@ where
 }
 
 /// Runs the checkpoint store contract ([`CheckpointStore`]'s numbered
-/// guarantees) against fresh stores from `factory`; panics at the end if any
-/// is broken.
+/// guarantees), and guarantee 13 of [`EventStore`] (appends that track a
+/// checkpoint, which needs both traits), against fresh stores from
+/// `factory`; panics at the end if any is broken.
 ///
-/// Run it on a multi-threaded runtime, so that the case where saves race
-/// with a reader really races.
+/// Run it on a multi-threaded runtime, so that the cases where saves race
+/// with a reader, and tracked appends with each other, really race.
 ///
 /// ```
 /// use annals_core::testkit::conformance;
@@ -171,18 +173,24 @@ pub async fn run_checkpoints<F, Fut, S, E>(factory: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<S, E>>,
-    S: CheckpointStore + 'static,
+    S: EventStore + CheckpointStore + 'static,
     E: Debug,
 {
     run_contract(
         &checkpoint_cases(),
         factory,
-        |store| Arc::new(store) as Arc<dyn CheckpointStore>,
+        |store| Arc::new(store) as Arc<dyn CheckpointedStore>,
         Options::default(),
         Duration::from_secs(60),
     )
     .await;
 }
+
+/// A store that keeps followers' checkpoints beside its log: what the
+/// cases of tracked appends need. Every store that is both is one.
+pub(crate) trait CheckpointedStore: EventStore + CheckpointStore {}
+
+impl<S: EventStore + CheckpointStore + ?Sized> CheckpointedStore for S {}
 
 /// Runs `cases` of the contract of the trait `T` against fresh stores from
 /// `factory`, each shared as `Arc<T>` by `share`.
@@ -262,10 +270,14 @@ fn panic_message(join: tokio::task::JoinError) -> String {
 
 macro_rules! cases {
     ($($guarantee:literal $module:ident :: $name:ident),* $(,)?) => {
+        cases!(|store| store; $($guarantee $module::$name),*)
+    };
+    // Each case gets the store as `$share` makes it from the suite's.
+    (|$store:ident| $share:expr; $($guarantee:literal $module:ident :: $name:ident),* $(,)?) => {
         vec![$(Case {
             name: stringify!($name),
             guarantee: $guarantee,
-            run: |store, options| Box::pin($module::$name(store, options)),
+            run: |$store, options| Box::pin($module::$name($share, options)),
         }),*]
     };
 }
@@ -280,8 +292,12 @@ fn snapshot_cases() -> Vec<Case<dyn SnapshotStore>> {
     ]
 }
 
-fn checkpoint_cases() -> Vec<Case<dyn CheckpointStore>> {
-    cases![
+/// The checkpoint store contract, then guarantee 13 of the store contract.
+fn checkpoint_cases() -> Vec<Case<dyn CheckpointedStore>> {
+    // The checkpoint cases need only the checkpoint half: an `Arc` of the
+    // store is one (without trait upcasting, which the minimum Rust version
+    // lacks).
+    let mut cases = cases![|store| Arc::new(store) as Arc<dyn CheckpointStore>;
         1 checkpoints::missing_checkpoint_loads_as_none,
         1 checkpoints::saved_checkpoint_loads_back_exactly,
         1 checkpoints::checkpoints_of_different_names_are_separate,
@@ -294,7 +310,17 @@ fn checkpoint_cases() -> Vec<Case<dyn CheckpointStore>> {
         3 checkpoints::name_without_skipped_events_lists_none,
         4 checkpoints::reset_forgets_the_checkpoint_and_its_skipped_events,
         4 checkpoints::reset_of_one_name_leaves_the_others,
-    ]
+    ];
+    cases.extend(cases![
+        13 tracking::tracked_append_commits_events_and_checkpoint_together,
+        13 tracking::tracked_append_at_or_before_the_checkpoint_fails_with_already_tracked,
+        13 tracking::tracked_append_with_a_conflict_leaves_the_checkpoint,
+        13 tracking::retry_of_committed_tracked_append_returns_original_result,
+        13 tracking::racing_tracked_appends_of_one_position_exactly_one_wins,
+        13 tracking::untracked_append_leaves_checkpoints_alone,
+        13 tracking::tracked_append_with_invalid_name_fails_with_invalid_checkpoint_name,
+    ]);
+    cases
 }
 
 fn all_cases() -> Vec<Case<dyn EventStore>> {
