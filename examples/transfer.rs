@@ -117,13 +117,21 @@ const NEEDS_APPROVAL: u64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum TransferEvent {
-    TransferRequested { from: String, to: String, amount: u64 },
+    TransferRequested {
+        from: String,
+        to: String,
+        amount: u64,
+    },
     TransferApproved,
 }
 
 #[derive(Debug, Clone)]
 enum TransferCommand {
-    Request { from: String, to: String, amount: u64 },
+    Request {
+        from: String,
+        to: String,
+        amount: u64,
+    },
     Approve,
 }
 
@@ -185,10 +193,16 @@ struct Progress {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum ProgressEvent {
-    TransferStarted { from: String, to: String, amount: u64 },
+    TransferStarted {
+        from: String,
+        to: String,
+        amount: u64,
+    },
     SourceDebited,
     Approved,
-    TransferEnded { outcome: String },
+    TransferEnded {
+        outcome: String,
+    },
 }
 
 impl SagaState for Progress {
@@ -212,9 +226,14 @@ impl Transfers {
     /// Credits the target; if it refuses, refunds the source. Either way
     /// the transfer ends.
     async fn credit_or_refund(reaction: &mut Reaction<Self>) -> Result<(), HandlerError> {
-        let Progress { from, to, amount, .. } = reaction.state().clone();
+        let Progress {
+            from, to, amount, ..
+        } = reaction.state().clone();
         let transfer = reaction.instance().to_owned();
-        let credit = AccountCommand::Credit { amount, transfer: transfer.clone() };
+        let credit = AccountCommand::Credit {
+            amount,
+            transfer: transfer.clone(),
+        };
         let outcome = match reaction.execute::<Account>(&to, credit).await {
             Ok(_) => "completed".to_owned(),
             Err(error) => match error.refusal() {
@@ -242,7 +261,9 @@ impl Saga for Transfers {
     fn instance(&self, event: &Envelope<TransferInput>) -> Option<String> {
         match &event.event {
             TransferInput::Transfer(_) => Some(event.stream_id.id().to_owned()),
-            TransferInput::Account(AccountEvent::Debited { transfer, .. }) => Some(transfer.clone()),
+            TransferInput::Account(AccountEvent::Debited { transfer, .. }) => {
+                Some(transfer.clone())
+            }
             TransferInput::Account(_) => None,
         }
     }
@@ -257,9 +278,13 @@ impl Saga for Transfers {
             Input::Deadline(_) => {
                 // Not approved in time: give the money back.
                 let Progress { from, amount, .. } = reaction.state().clone();
-                let refund = AccountCommand::Refund { amount, transfer: reaction.instance().to_owned() };
+                let refund = AccountCommand::Refund {
+                    amount,
+                    transfer: reaction.instance().to_owned(),
+                };
                 reaction.execute::<Account>(&from, refund).await?;
-                let outcome = format!("timed out: no approval within 5 minutes, {from} was refunded");
+                let outcome =
+                    format!("timed out: no approval within 5 minutes, {from} was refunded");
                 reaction.record(ProgressEvent::TransferEnded { outcome });
                 reaction.finish();
                 return Ok(());
@@ -273,12 +298,17 @@ impl Saga for Transfers {
                     to: to.clone(),
                     amount: *amount,
                 });
-                let debit = AccountCommand::Debit { amount: *amount, transfer: reaction.instance().to_owned() };
+                let debit = AccountCommand::Debit {
+                    amount: *amount,
+                    transfer: reaction.instance().to_owned(),
+                };
                 match reaction.execute::<Account>(from, debit).await {
-                    Ok(_) => {
-                        // The credit follows once the debit is in the log.
+                    // The credit follows once the debit is in the log; a large
+                    // transfer waits for an approval, five minutes at most.
+                    Ok(_) if *amount >= NEEDS_APPROVAL => {
                         reaction.schedule("approval", Duration::from_secs(300));
                     }
+                    Ok(_) => {}
                     Err(error) => {
                         let outcome = format!("rejected: {from} refused the debit ({error})");
                         reaction.record(ProgressEvent::TransferEnded { outcome });
@@ -288,7 +318,10 @@ impl Saga for Transfers {
             }
             TransferInput::Account(AccountEvent::Debited { .. }) => {
                 reaction.record(ProgressEvent::SourceDebited);
-                if reaction.state().amount < NEEDS_APPROVAL {
+                let Progress {
+                    amount, approved, ..
+                } = *reaction.state();
+                if amount < NEEDS_APPROVAL || approved {
                     reaction.cancel("approval");
                     Self::credit_or_refund(reaction).await?;
                 }
@@ -317,7 +350,10 @@ async fn settle(running: &Running) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn balances(accounts: &Repository<Account, SqliteStore>, names: &[&str]) -> Result<u64, Box<dyn std::error::Error>> {
+async fn balances(
+    accounts: &Repository<Account, SqliteStore>,
+    names: &[&str],
+) -> Result<u64, Box<dyn std::error::Error>> {
     let mut total = 0;
     for name in names {
         let account = accounts.load(name).await?.state;
@@ -331,7 +367,8 @@ async fn balances(accounts: &Repository<Account, SqliteStore>, names: &[&str]) -
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::temp_dir().join(format!("annals-transfer-example-{}.db", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("annals-transfer-example-{}.db", std::process::id()));
     let store = SqliteStore::open(&path).await?;
     println!("Event store: {}\n", path.display());
 
@@ -340,16 +377,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clock(clock.clone())
         .saga(Transfers)
         .start()?;
-    let accounts = Repository::<Account, _>::new(store.clone())?.with_retry(RetryPolicy::on_conflict(5));
+    let accounts =
+        Repository::<Account, _>::new(store.clone())?.with_retry(RetryPolicy::on_conflict(5));
     let transfers = Repository::<Transfer, _>::new(store.clone())?;
 
     println!("1. Four accounts; edsger's is closed");
     let names = ["ada", "grace", "edsger", "barbara"];
-    for (name, deposit) in names.iter().zip([2_000, 500, 0, 100]) {
-        let open = AccountCommand::Open { owner: (*name).into(), deposit };
+    for (name, deposit) in names.iter().zip([3_000, 500, 0, 100]) {
+        let open = AccountCommand::Open {
+            owner: (*name).into(),
+            deposit,
+        };
         accounts.execute(name, open, &CommandContext::new()).await?;
     }
-    accounts.execute("edsger", AccountCommand::Close, &CommandContext::new()).await?;
+    accounts
+        .execute("edsger", AccountCommand::Close, &CommandContext::new())
+        .await?;
     let before = balances(&accounts, &names).await?;
 
     let request = |from: &str, to: &str, amount: u64| TransferCommand::Request {
@@ -369,11 +412,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             traced = Some(correlation);
         }
         let ctx = CommandContext::new().correlation_id(correlation);
-        transfers.execute(id, request(from, to, amount), &ctx).await?;
+        transfers
+            .execute(id, request(from, to, amount), &ctx)
+            .await?;
         settle(&running).await?;
         let progress = transfer_outcome(&store, id).await?;
         println!("   {id}: {from} -> {to}, {amount}: {progress}");
     }
+
+    println!("   t4: ada -> grace, 1000, and a manager approves it");
+    let ctx = CommandContext::new().correlation_id(Uuid::now_v7());
+    transfers
+        .execute("t4", request("ada", "grace", 1_000), &ctx)
+        .await?;
+    settle(&running).await?;
+    println!(
+        "       before the approval: {}",
+        transfer_outcome(&store, "t4").await?
+    );
+    transfers
+        .execute("t4", TransferCommand::Approve, &CommandContext::new())
+        .await?;
+    settle(&running).await?;
+    println!("       after it: {}", transfer_outcome(&store, "t4").await?);
 
     println!("\n3. Five minutes pass without an approval for t3");
     clock.advance(Duration::from_secs(301));
@@ -382,17 +443,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n4. Balances: money moved, none was made or lost");
     let after = balances(&accounts, &names).await?;
-    println!("   the total is {} as before", if before == after { "the same" } else { "NOT the same" });
+    println!(
+        "   the total is {} as before",
+        if before == after {
+            "the same"
+        } else {
+            "NOT the same"
+        }
+    );
 
     if let Some(correlation) = traced {
         println!("\n5. Everything transfer t2 caused, by its correlation id {correlation}");
         let mut read = ReadAll::after(Position::START);
+        let mut seen = std::collections::HashMap::new();
         loop {
             let page = store.read_all(read.clone()).await?;
-            for event in page.events.iter().filter(|e| e.metadata.correlation_id == Some(correlation)) {
-                let cause = event.metadata.causation_id.map_or("the request".to_owned(), |c| format!("caused by {c}"));
+            for event in &page.events {
+                seen.insert(
+                    *event.event_id.as_uuid(),
+                    (event.position, event.event_type.clone()),
+                );
+                if event.metadata.correlation_id != Some(correlation) {
+                    continue;
+                }
+                let cause = match event.metadata.causation_id.and_then(|c| seen.get(&c)) {
+                    Some((position, event_type)) => {
+                        format!("caused by {} at {position}", event_type.as_str())
+                    }
+                    None => "the request".to_owned(),
+                };
                 println!(
-                    "   position {:<3} {:<22} {:<18} {cause}",
+                    "   position {:<3} {:<15} {:<22} {cause}",
                     event.position,
                     event.stream_id.as_str(),
                     event.event_type.as_str()
@@ -413,14 +494,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// How the saga says transfer `id` stands, from its instance stream.
-async fn transfer_outcome(store: &SqliteStore, id: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let instance = Repository::<annals::projections::saga::Instance<Transfers>, _>::new(store.clone())?
-        .load(id)
-        .await?
-        .state;
-    Ok(match (&instance.state.outcome, instance.deadlines.is_empty()) {
-        (Some(outcome), _) => outcome.clone(),
-        (None, false) => "debited; waiting for an approval (a deadline is set for 5 minutes)".to_owned(),
-        (None, true) => "in progress".to_owned(),
-    })
+async fn transfer_outcome(
+    store: &SqliteStore,
+    id: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let instance =
+        Repository::<annals::projections::saga::Instance<Transfers>, _>::new(store.clone())?
+            .load(id)
+            .await?
+            .state;
+    Ok(
+        match (&instance.state.outcome, instance.deadlines.is_empty()) {
+            (Some(outcome), _) => outcome.clone(),
+            (None, false) => {
+                "debited; waiting for an approval (a deadline is set for 5 minutes)".to_owned()
+            }
+            (None, true) => "in progress".to_owned(),
+        },
+    )
 }

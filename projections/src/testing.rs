@@ -12,9 +12,9 @@ use annals_core::{
 
 use crate::error::RunError;
 use crate::projection::{Projection, SqliteProjection};
-use crate::saga::{Instance, Saga};
 use crate::runner::run_failure;
 use crate::runner::source::{Batch, Source};
+use crate::saga::{Instance, Saga};
 use crate::sqlite::{BatchError, ReadModel};
 use crate::status::ProjectionFailure;
 
@@ -336,8 +336,8 @@ enum When {
     Deadline { instance: String, name: String },
 }
 
-/// What the reaction to the `when` of a [`SagaTest`] did.
-#[derive(Debug)]
+/// What the reaction to the `when` of a [`SagaTest`] did, and the
+/// reactions that followed from it.
 #[non_exhaustive]
 pub struct SagaOutcome<G: Saga> {
     /// The events it appended to aggregates' streams: the commands it
@@ -472,15 +472,23 @@ impl<G: Saga> SagaTest<G> {
                 skip = appended.last_position();
             }
             Some(When::Deadline { instance, name }) => {
-                let loaded = instances
-                    .load(&instance)
-                    .await
-                    .unwrap_or_else(|e| panic!("when_deadline: instance {instance:?} does not load: {e}"));
-                let due = loaded.state.deadlines.get(&name).copied().unwrap_or_else(|| {
-                    panic!("when_deadline: instance {instance:?} has no pending deadline {name:?}")
+                let loaded = instances.load(&instance).await.unwrap_or_else(|e| {
+                    panic!("when_deadline: instance {instance:?} does not load: {e}")
                 });
+                let due = loaded
+                    .state
+                    .deadlines
+                    .get(&name)
+                    .copied()
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "when_deadline: instance {instance:?} has no pending deadline {name:?}"
+                        )
+                    });
                 let wait = due.as_unix_micros() - crate::saga::Clock::now(&clock).as_unix_micros();
-                clock.advance(std::time::Duration::from_micros(u64::try_from(wait).unwrap_or(0)));
+                clock.advance(std::time::Duration::from_micros(
+                    u64::try_from(wait).unwrap_or(0),
+                ));
             }
             None => {}
         }
@@ -509,17 +517,18 @@ impl<G: Saga> SagaTest<G> {
             }
             after = page.read_through;
         }
+        let ids: std::collections::BTreeSet<String> = recorded
+            .iter()
+            .map(|e| e.stream_id.id().to_owned())
+            .collect();
         let mut touched = std::collections::BTreeMap::new();
-        for event in &recorded {
-            let id = event.stream_id.id().to_owned();
-            if !touched.contains_key(&id) {
-                let instance = instances
-                    .load(&id)
-                    .await
-                    .unwrap_or_else(|e| panic!("instance {id:?} does not load: {e}"))
-                    .state;
-                touched.insert(id, instance);
-            }
+        for id in ids {
+            let instance = instances
+                .load(&id)
+                .await
+                .unwrap_or_else(|e| panic!("instance {id:?} does not load: {e}"))
+                .state;
+            touched.insert(id, instance);
         }
         Ok(SagaOutcome {
             decided,

@@ -349,8 +349,12 @@ where
             UnknownEvents::Skip,
             list_skipped(&store, G::NAME),
             move |ctx| {
-                let target =
-                    SagaTarget::new(reacting, saga_store(&store), store.clone(), ctx.clock.clone());
+                let target = SagaTarget::new(
+                    reacting,
+                    saga_store(&store),
+                    store.clone(),
+                    ctx.clock.clone(),
+                );
                 Box::new(target)
             },
         );
@@ -385,7 +389,10 @@ where
 }
 
 /// Lists the skipped events kept under `name` in the event store.
-fn list_skipped<S: CheckpointStore + Clone + 'static>(store: &S, name: &'static str) -> ListSkipped {
+fn list_skipped<S: CheckpointStore + Clone + 'static>(
+    store: &S,
+    name: &'static str,
+) -> ListSkipped {
     let store = store.clone();
     Arc::new(move || {
         let store = store.clone();

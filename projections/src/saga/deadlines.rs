@@ -77,7 +77,8 @@ impl Deadlines {
         let Some(clock) = self.clock.get() else {
             return false;
         };
-        self.first().is_some_and(|((due, _, _), _)| due <= clock.now())
+        self.first()
+            .is_some_and(|((due, _, _), _)| due <= clock.now())
     }
 
     fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
@@ -95,7 +96,6 @@ impl Deadlines {
             .first_key_value()
             .map(|(k, v)| (k.clone(), v.clone()))
     }
-
 }
 
 /// What the index reads of an instance stream.
@@ -127,9 +127,8 @@ impl<G: Saga> EventSet for IndexEvent<G> {
         let kind = if own.contains(&event.event_type.as_str()) {
             match event.decode::<InstanceEvent<<G::State as SagaState>::Event>>()? {
                 InstanceEvent::DeadlineSet { name, due } => Kind::Set { name, due },
-                InstanceEvent::DeadlineFired { name } | InstanceEvent::DeadlineCancelled { name } => {
-                    Kind::Gone { name }
-                }
+                InstanceEvent::DeadlineFired { name }
+                | InstanceEvent::DeadlineCancelled { name } => Kind::Gone { name },
                 InstanceEvent::Finished => Kind::Finished,
                 _ => Kind::Other,
             }
@@ -278,7 +277,9 @@ pub(crate) async fn fire<G, C>(
                 deadlines.schedule().remove(&instance, &name);
             }
             Err(error) => {
-                let tries = failures.entry((instance.clone(), name.clone())).or_insert(0);
+                let tries = failures
+                    .entry((instance.clone(), name.clone()))
+                    .or_insert(0);
                 *tries += 1;
                 if *tries >= FIRE_ATTEMPTS {
                     give_up(&checkpoints, index, &pending, error).await;
@@ -312,8 +313,15 @@ async fn fire_one<G: Saga>(
         let unit = work.unit(&ctx);
         let name = deadline.name.clone();
         let input = Input::Deadline(deadline.clone());
-        let unit = react_once(saga, unit, instance.to_owned(), clock.now(), input, Some(&name))
-            .await?;
+        let unit = react_once(
+            saga,
+            unit,
+            instance.to_owned(),
+            clock.now(),
+            input,
+            Some(&name),
+        )
+        .await?;
         let request = unit.append_request();
         if request.streams().is_empty() {
             return Ok(());
@@ -330,7 +338,12 @@ async fn fire_one<G: Saga>(
 /// Records a deadline that could not be fired among the skipped events of
 /// the deadline index, so that it can be listed and acted on. (The index
 /// lives in memory, so its checkpoint is never read.)
-async fn give_up<C: CheckpointStore>(checkpoints: &C, index: &str, pending: &Pending, error: String) {
+async fn give_up<C: CheckpointStore>(
+    checkpoints: &C,
+    index: &str,
+    pending: &Pending,
+    error: String,
+) {
     let Ok(event_type) = EventType::new(DEADLINE_SET) else {
         return;
     };

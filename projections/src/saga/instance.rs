@@ -95,14 +95,20 @@ impl<E: DomainEvent> DomainEvent for InstanceEvent<E> {
         }
     }
 
-    fn decode(event_type: &str, schema_version: u32, payload: &Payload) -> Result<Self, DecodeError> {
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Self, DecodeError> {
         let own = |decoded: Result<Self, DecodeError>| {
             if schema_version == 1 {
                 decoded
             } else {
-                Err(annals_core::codec::check_schema_version(event_type, schema_version, 1)
-                    .err()
-                    .unwrap_or_else(|| unknown_event_type(event_type)))
+                Err(
+                    annals_core::codec::check_schema_version(event_type, schema_version, 1)
+                        .err()
+                        .unwrap_or_else(|| unknown_event_type(event_type)),
+                )
             }
         };
         match event_type {
@@ -112,14 +118,10 @@ impl<E: DomainEvent> DomainEvent for InstanceEvent<E> {
                     due: Timestamp::from_unix_micros(d.due),
                 }
             })),
-            DEADLINE_FIRED => own(
-                decode_payload::<Named>(event_type, 1, payload)
-                    .map(|n| InstanceEvent::DeadlineFired { name: n.name }),
-            ),
-            DEADLINE_CANCELLED => own(
-                decode_payload::<Named>(event_type, 1, payload)
-                    .map(|n| InstanceEvent::DeadlineCancelled { name: n.name }),
-            ),
+            DEADLINE_FIRED => own(decode_payload::<Named>(event_type, 1, payload)
+                .map(|n| InstanceEvent::DeadlineFired { name: n.name })),
+            DEADLINE_CANCELLED => own(decode_payload::<Named>(event_type, 1, payload)
+                .map(|n| InstanceEvent::DeadlineCancelled { name: n.name })),
             FINISHED => own(Ok(InstanceEvent::Finished)),
             _ => E::decode(event_type, schema_version, payload).map(InstanceEvent::State),
         }
@@ -153,10 +155,10 @@ fn known_types_with_own<E: DomainEvent>() -> &'static [(&'static str, u32)] {
     let mut all: Vec<(&'static str, u32)> = E::known_types().to_vec();
     all.extend(OWN.iter().map(|name| (*name, 1)));
     let leaked: Known = Box::leak(all.into_boxed_slice());
-    *map.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(key)
-        .or_insert(leaked)
+    let mut map = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.entry(key).or_insert(leaked)
 }
 
 /// A saga instance as its stream makes it: the saga's state, the pending

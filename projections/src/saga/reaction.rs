@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use annals_core::{Aggregate, CommandError, EventStore, LoadError, Timestamp, Unit};
 
-use crate::saga::instance::{Instance, InstanceEvent};
 use crate::projection::HandlerError;
+use crate::saga::instance::{Instance, InstanceEvent};
 use crate::saga::{Saga, SagaState};
 
 /// The store a saga's unit of work runs on.
@@ -28,7 +28,12 @@ pub struct Reaction<G: Saga> {
 }
 
 impl<G: Saga> Reaction<G> {
-    pub(crate) fn new(unit: Unit<SagaStore>, id: String, instance: Instance<G>, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        unit: Unit<SagaStore>,
+        id: String,
+        instance: Instance<G>,
+        now: Timestamp,
+    ) -> Self {
         Reaction {
             unit,
             id,
@@ -50,7 +55,10 @@ impl<G: Saga> Reaction<G> {
 
     /// The deadlines set and still pending, by name, with when they are due.
     pub fn deadlines(&self) -> impl Iterator<Item = (&str, Timestamp)> {
-        self.instance.deadlines.iter().map(|(n, d)| (n.as_str(), *d))
+        self.instance
+            .deadlines
+            .iter()
+            .map(|(n, d)| (n.as_str(), *d))
     }
 
     /// The time of the reaction, from the runner's clock.

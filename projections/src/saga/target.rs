@@ -41,7 +41,10 @@ pub(crate) fn caused_by(event_id: EventId, metadata: &Metadata) -> CommandContex
 enum Failed {
     /// The reaction failed on the event at this offset of the position's
     /// events.
-    Handler { offset: usize, error: String },
+    Handler {
+        offset: usize,
+        error: String,
+    },
     Run(RunError),
 }
 
@@ -69,21 +72,17 @@ pub(crate) async fn react_once<G: Saga>(
         }
     }
     let mut reaction = Reaction::new(unit, id, instance, now);
+    if let Some(name) = fired {
+        // Recorded first: the reaction sees the deadline gone.
+        reaction.fired(name);
+    }
     let reacted = AssertUnwindSafe(saga.react(&mut reaction, input))
         .catch_unwind()
         .await;
     match reacted {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error.to_string()),
-        Err(panic) => {
-            return Err(format!(
-                "the reaction panicked: {}",
-                panic_message(&*panic)
-            ))
-        }
-    }
-    if let Some(name) = fired {
-        reaction.fired(name);
+        Err(panic) => return Err(format!("the reaction panicked: {}", panic_message(&*panic))),
     }
     reaction
         .into_unit()
@@ -99,7 +98,12 @@ pub(crate) struct SagaTarget<G, C> {
 }
 
 impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
-    pub(crate) fn new(saga: Arc<G>, store: SagaStore, checkpoints: C, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        saga: Arc<G>,
+        store: SagaStore,
+        checkpoints: C,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         SagaTarget {
             saga,
             store,

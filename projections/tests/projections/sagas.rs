@@ -85,7 +85,11 @@ impl Aggregate for Purse {
 /// Asks for a transfer: appended to `move-{id}` by the tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum MoveEvent {
-    MoveAsked { from: String, to: String, cents: u64 },
+    MoveAsked {
+        from: String,
+        to: String,
+        cents: u64,
+    },
 }
 
 #[derive(Debug, EventSet)]
@@ -106,8 +110,14 @@ pub struct MoveState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum MoveStateEvent {
-    MoveStarted { from: String, to: String, cents: u64 },
-    MoveEnded { how: String },
+    MoveStarted {
+        from: String,
+        to: String,
+        cents: u64,
+    },
+    MoveEnded {
+        how: String,
+    },
 }
 
 impl SagaState for MoveState {
@@ -186,11 +196,18 @@ impl Saga for Moves {
                     if once.swap(false, Ordering::SeqCst) {
                         let stream = annals_core::StreamId::new(format!("purse-{from}"))?;
                         let event = annals_core::NewEvent::from_domain(
-                            &PurseEvent::Given { cents: 1, transfer: "gift".into() },
+                            &PurseEvent::Given {
+                                cents: 1,
+                                transfer: "gift".into(),
+                            },
                             Default::default(),
                         )?;
                         store
-                            .append_to_stream(&stream, annals_core::ExpectedVersion::Any, vec![event])
+                            .append_to_stream(
+                                &stream,
+                                annals_core::ExpectedVersion::Any,
+                                vec![event],
+                            )
                             .await?;
                     }
                 }
@@ -198,13 +215,17 @@ impl Saga for Moves {
                     .execute::<Purse>(from, PurseCommand::Take(*cents, id))
                     .await
                 {
-                    Ok(_) if *cents >= 1_000 => reaction.schedule("expire", Duration::from_secs(60)),
+                    Ok(_) if *cents >= 1_000 => {
+                        reaction.schedule("expire", Duration::from_secs(60))
+                    }
                     Ok(_) => {}
                     Err(error) => Self::end(reaction, format!("rejected: {error}")).await,
                 }
             }
             MoveInput::Purse(PurseEvent::Taken { .. }) if reaction.state().cents < 1_000 => {
-                let MoveState { from, to, cents, .. } = reaction.state().clone();
+                let MoveState {
+                    from, to, cents, ..
+                } = reaction.state().clone();
                 match reaction
                     .execute::<Purse>(&to, PurseCommand::Give(cents, id.clone()))
                     .await
@@ -277,8 +298,16 @@ async fn all_events(store: &InMemoryStore) -> Vec<RecordedEvent> {
 async fn reaction_commits_its_commands_its_state_and_its_tracking_in_one_append() -> TestResult {
     let store = InMemoryStore::new();
     open(&store, &[("ada", 500), ("bob", 0)]).await?;
-    let running = Projections::new(store.clone()).saga(Moves::default()).start()?;
-    let asked_at = ask(&store, "m1", asked("ada", "bob", 200), &CommandContext::new()).await;
+    let running = Projections::new(store.clone())
+        .saga(Moves::default())
+        .start()?;
+    let asked_at = ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 200),
+        &CommandContext::new(),
+    )
+    .await;
     running.wait_settled().await?;
     let events = all_events(&store).await;
     // The reaction to the request: the take and the instance's events, one
@@ -287,7 +316,12 @@ async fn reaction_commits_its_commands_its_state_and_its_tracking_in_one_append(
         .iter()
         .filter(|e| e.position > asked_at)
         .take(2)
-        .map(|e| (e.stream_id.as_str().to_owned(), e.event_type.as_str().to_owned()))
+        .map(|e| {
+            (
+                e.stream_id.as_str().to_owned(),
+                e.event_type.as_str().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         first,
@@ -296,7 +330,10 @@ async fn reaction_commits_its_commands_its_state_and_its_tracking_in_one_append(
             ("purse-ada".to_owned(), "Taken".to_owned()),
         ]
     );
-    assert_eq!((cents(&store, "ada").await, cents(&store, "bob").await), (300, 200));
+    assert_eq!(
+        (cents(&store, "ada").await, cents(&store, "bob").await),
+        (300, 200)
+    );
     let tracking = store.load_checkpoint("moves").await?.expect("tracked");
     assert!(tracking.position >= asked_at);
     running.stop().await;
@@ -310,10 +347,21 @@ async fn refused_credit_is_compensated_by_giving_the_debit_back() -> TestResult 
     Repository::<Purse, _>::new(store.clone())?
         .execute("bob", PurseCommand::Close, &CommandContext::new())
         .await?;
-    let running = Projections::new(store.clone()).saga(Moves::default()).start()?;
-    ask(&store, "m1", asked("ada", "bob", 200), &CommandContext::new()).await;
+    let running = Projections::new(store.clone())
+        .saga(Moves::default())
+        .start()?;
+    ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 200),
+        &CommandContext::new(),
+    )
+    .await;
     running.wait_settled().await?;
-    assert_eq!((cents(&store, "ada").await, cents(&store, "bob").await), (500, 0));
+    assert_eq!(
+        (cents(&store, "ada").await, cents(&store, "bob").await),
+        (500, 0)
+    );
     let instance = Repository::<annals_projections::saga::Instance<Moves>, _>::new(store.clone())?
         .load("m1")
         .await?
@@ -334,12 +382,21 @@ async fn reaction_whose_aggregate_changed_underneath_runs_again_on_fresh_state()
     };
     let runs = saga.runs.clone();
     let running = Projections::new(store.clone()).saga(saga).start()?;
-    ask(&store, "m1", asked("ada", "bob", 500), &CommandContext::new()).await;
+    ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 500),
+        &CommandContext::new(),
+    )
+    .await;
     running.wait_settled().await?;
     // The request ran twice (a conflict on purse-ada), the take once more:
     // as if the reaction had run alone after the gift.
     assert_eq!(runs.load(Ordering::SeqCst), 3);
-    assert_eq!((cents(&store, "ada").await, cents(&store, "bob").await), (1, 500));
+    assert_eq!(
+        (cents(&store, "ada").await, cents(&store, "bob").await),
+        (1, 500)
+    );
     let takes = all_events(&store)
         .await
         .iter()
@@ -354,25 +411,48 @@ async fn reaction_whose_aggregate_changed_underneath_runs_again_on_fresh_state()
 async fn commands_of_a_reaction_carry_its_cause_and_correlation() -> TestResult {
     let store = InMemoryStore::new();
     open(&store, &[("ada", 500), ("bob", 0)]).await?;
-    let running = Projections::new(store.clone()).saga(Moves::default()).start()?;
+    let running = Projections::new(store.clone())
+        .saga(Moves::default())
+        .start()?;
     let correlation = uuid::Uuid::now_v7();
     let ctx = CommandContext::new().correlation_id(correlation);
     let asked_at = ask(&store, "m1", asked("ada", "bob", 50), &ctx).await;
     running.wait_settled().await?;
     let events = all_events(&store).await;
-    let request = events.iter().find(|e| e.position == asked_at).expect("stored");
-    let taken = events.iter().find(|e| e.event_type.as_str() == "Taken").expect("taken");
-    let given = events.iter().find(|e| e.event_type.as_str() == "Given").expect("given");
-    assert_eq!(taken.metadata.causation_id, Some(*request.event_id.as_uuid()));
+    let request = events
+        .iter()
+        .find(|e| e.position == asked_at)
+        .expect("stored");
+    let taken = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "Taken")
+        .expect("taken");
+    let given = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "Given")
+        .expect("given");
+    assert_eq!(
+        taken.metadata.causation_id,
+        Some(*request.event_id.as_uuid())
+    );
     assert_eq!(given.metadata.causation_id, Some(*taken.event_id.as_uuid()));
     let caused: Vec<_> = events
         .iter()
         .filter(|e| e.metadata.correlation_id == Some(correlation))
         .map(|e| e.event_type.as_str())
         .collect();
+    // One append per reaction; within one, the instance's events come
+    // first (it is loaded first), then the aggregates'.
     assert_eq!(
         caused,
-        ["MoveAsked", "MoveStarted", "Taken", "Given", "MoveEnded", "SagaFinished"]
+        [
+            "MoveAsked",
+            "MoveStarted",
+            "Taken",
+            "MoveEnded",
+            "SagaFinished",
+            "Given"
+        ]
     );
     running.stop().await;
     Ok(())
@@ -390,7 +470,13 @@ async fn deadline_fires_once_after_a_restart_and_never_for_a_finished_instance()
             .start()
     };
     let running = start()?;
-    ask(&store, "big", asked("ada", "bob", 2_000), &CommandContext::new()).await;
+    ask(
+        &store,
+        "big",
+        asked("ada", "bob", 2_000),
+        &CommandContext::new(),
+    )
+    .await;
     running.wait_settled().await?;
     assert_eq!(cents(&store, "ada").await, 3_000, "taken, waiting");
     running.stop().await;
@@ -401,7 +487,11 @@ async fn deadline_fires_once_after_a_restart_and_never_for_a_finished_instance()
     assert_eq!(cents(&store, "ada").await, 3_000, "not due yet");
     clock.advance(Duration::from_secs(61));
     running.wait_settled().await?;
-    assert_eq!(cents(&store, "ada").await, 5_000, "given back when it expired");
+    assert_eq!(
+        cents(&store, "ada").await,
+        5_000,
+        "given back when it expired"
+    );
     clock.advance(Duration::from_secs(3_600));
     running.wait_settled().await?;
     running.stop().await;
@@ -422,16 +512,32 @@ async fn deadline_fires_once_after_a_restart_and_never_for_a_finished_instance()
 async fn two_runners_of_one_saga_never_act_twice() -> TestResult {
     let store = InMemoryStore::new();
     open(&store, &[("ada", 100_000), ("bob", 0)]).await?;
-    let first = Projections::new(store.clone()).batch_size(3).saga(Moves::default()).start()?;
-    let second = Projections::new(store.clone()).batch_size(5).saga(Moves::default()).start()?;
+    let first = Projections::new(store.clone())
+        .batch_size(3)
+        .saga(Moves::default())
+        .start()?;
+    let second = Projections::new(store.clone())
+        .batch_size(5)
+        .saga(Moves::default())
+        .start()?;
     for n in 0..40 {
-        ask(&store, &format!("m{n}"), asked("ada", "bob", 10), &CommandContext::new()).await;
+        ask(
+            &store,
+            &format!("m{n}"),
+            asked("ada", "bob", 10),
+            &CommandContext::new(),
+        )
+        .await;
     }
     first.wait_settled().await?;
     second.wait_settled().await?;
     first.wait_settled().await?;
     assert_eq!(cents(&store, "bob").await, 400, "each move given once");
-    assert_eq!(cents(&store, "ada").await, 100_000 - 400, "each move taken once");
+    assert_eq!(
+        cents(&store, "ada").await,
+        100_000 - 400,
+        "each move taken once"
+    );
     first.stop().await;
     second.stop().await;
     Ok(())
@@ -441,7 +547,13 @@ async fn two_runners_of_one_saga_never_act_twice() -> TestResult {
 fn saga_test_shows_what_one_reaction_decided() {
     SagaTest::new(Moves::default())
         .given("purse-ada", [PurseEvent::PurseOpened { cents: 500 }])
-        .given("purse-bob", [PurseEvent::PurseOpened { cents: 0 }, PurseEvent::PurseClosed])
+        .given(
+            "purse-bob",
+            [
+                PurseEvent::PurseOpened { cents: 0 },
+                PurseEvent::PurseClosed,
+            ],
+        )
         .given("move-m1", [asked("ada", "bob", 200)])
         .when("move-m2", asked("ada", "carol", 300))
         .then(|outcome| {
@@ -449,13 +561,22 @@ fn saga_test_shows_what_one_reaction_decided() {
             // ada has the 300 to move.
             assert_eq!(
                 outcome.events_of::<Purse>("ada"),
-                [PurseEvent::Taken { cents: 300, transfer: "m2".into() }]
+                [PurseEvent::Taken {
+                    cents: 300,
+                    transfer: "m2".into()
+                }]
             );
             assert_eq!(
                 outcome.events_of::<Purse>("carol"),
-                [PurseEvent::Given { cents: 300, transfer: "m2".into() }]
+                [PurseEvent::Given {
+                    cents: 300,
+                    transfer: "m2".into()
+                }]
             );
-            assert_eq!(outcome.instance("m2").state.ended.as_deref(), Some("completed"));
+            assert_eq!(
+                outcome.instance("m2").state.ended.as_deref(),
+                Some("completed")
+            );
         });
 }
 
@@ -468,7 +589,10 @@ fn saga_test_fires_a_deadline_on_request() {
         .then(|outcome| {
             assert_eq!(
                 outcome.events_of::<Purse>("ada"),
-                [PurseEvent::GivenBack { cents: 2_000, transfer: "big".into() }]
+                [PurseEvent::GivenBack {
+                    cents: 2_000,
+                    transfer: "big".into()
+                }]
             );
             let big = outcome.instance("big");
             assert_eq!(big.state.ended.as_deref(), Some("expired"));
