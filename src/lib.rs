@@ -53,7 +53,7 @@
 //! |---|---|
 //! | `annals::*` | what an application names: aggregates, the repository and units of work, events and ids, reads, the store traits, the in-memory store, the errors |
 //! | [`annals::sqlite`](crate::sqlite) | the embedded SQLite store (feature `sqlite`, on by default), its options, and the `rusqlite` it is built on |
-//! | [`annals::projections`](crate::projections) | the read side: projections, SQLite read models, the runner, rebuilds (feature `projections`, on by default) |
+//! | [`annals::projections`](crate::projections) | the read side: projections, SQLite read models, the runner, rebuilds, sagas (feature `projections`, on by default) |
 //! | [`annals::upcast`](crate::upcast) | upcasters, for reading old event schemas as new ones |
 //! | [`annals::store`](crate::store) | what a store backend needs: the append sequence every backend runs, stored parts |
 //! | [`annals::codec`](crate::codec) | helpers for a hand-written `DomainEvent` impl |
@@ -96,7 +96,8 @@ pub mod sqlite {
 }
 
 /// The read side: projections that follow the log into read models,
-/// exactly once into SQLite, at least once into anything else.
+/// exactly once into SQLite, at least once into anything else; sagas that
+/// react to it.
 ///
 /// See the [`annals_projections`] crate docs for the whole story.
 #[cfg(feature = "projections")]

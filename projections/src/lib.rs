@@ -1,5 +1,6 @@
 //! The read side of annals: projections that follow the event log into
-//! read models, exactly once into SQLite, at least once into anything else.
+//! read models, exactly once into SQLite, at least once into anything else,
+//! and sagas that react to it.
 //!
 //! A projection names the events it reads as one type (an [`EventSet`]: a
 //! domain event type, or several gathered with `#[derive(EventSet)]`); the
@@ -14,6 +15,10 @@
 //! - **At least once** ([`Projection`]): anything else (a view in memory,
 //!   a cache, a search index); the checkpoint is kept in the event store
 //!   after each batch, and an event's position is the key to dedupe on.
+//!
+//! - **Sagas** ([`saga::Saga`]): reactions that drive a process across
+//!   aggregates, each committed with the saga's position in one append,
+//!   with durable deadlines (see [`saga`]).
 //!
 //! [`Projections`] runs several of them, each in a task of its own: it
 //! catches up from its checkpoint in bounded batches, then follows live

@@ -69,6 +69,10 @@ pub use reaction::Reaction;
 pub(crate) use target::SagaTarget;
 
 /// A saga's state per instance, event-sourced in the instance's stream.
+///
+/// The instance's stream also holds the runner's own events, stored as
+/// `SagaDeadlineSet`, `SagaDeadlineFired`, `SagaDeadlineCancelled` and
+/// `SagaFinished`: the state's events must not use those names.
 pub trait SagaState: Default + Clone + Send + Sync + 'static {
     /// The events that change it, recorded by reactions.
     type Event: DomainEvent + Clone;
