@@ -94,11 +94,13 @@
 
 mod envelope;
 mod error;
+mod panic;
 mod projection;
 mod runner;
 pub mod saga;
 mod sqlite;
 mod status;
+mod target;
 pub mod testing;
 
 pub use annals_core::EventSet;
@@ -106,10 +108,10 @@ pub use annals_core::EventSet;
 /// application needs no dependency of its own for it).
 pub use async_trait::async_trait;
 pub use envelope::Envelope;
-pub use error::{Found, RunError, StartError, WaitError};
+pub use error::{Found, ProjectionFailure, RunError, StartError, WaitError};
 pub use projection::{
     Backoff, BatchFailure, FailurePolicy, HandlerError, Projection, SqliteProjection, UnknownEvents,
 };
 pub use runner::{Projections, Running, SkippedError};
 pub use sqlite::read_model_checkpoint;
-pub use status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
+pub use status::{ProjectionState, ProjectionStatus, RebuildProgress};

@@ -1,12 +1,11 @@
 //! What each projection is doing, as one call reports it.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use annals_core::{EventId, EventType, Position};
+use annals_core::Position;
 
-use crate::error::RunError;
+use crate::error::ProjectionFailure;
 
 /// One projection's state and progress.
 #[derive(Debug, Clone)]
@@ -72,44 +71,6 @@ impl fmt::Display for ProjectionState {
             }
             ProjectionState::Stopped => f.write_str("stopped"),
             ProjectionState::Failed(failure) => write!(f, "failed: {failure}"),
-        }
-    }
-}
-
-/// Why a projection stopped.
-///
-/// Never holds an event's payload or metadata.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProjectionFailure {
-    /// An event could not be handled: the handler failed or panicked, or
-    /// the event did not decode. The checkpoint is just before it.
-    #[error("projection {projection} failed at position {position} (event {event_id}, type {event_type}): {error}")]
-    Event {
-        /// The projection.
-        projection: &'static str,
-        /// The position of the event.
-        position: Position,
-        /// The event's id.
-        event_id: EventId,
-        /// The event's stored type.
-        event_type: EventType,
-        /// What went wrong: the handler's error, a panic's message, or why
-        /// the event did not decode.
-        error: String,
-    },
-    /// The projection could not go on for a reason that is not one event's
-    /// fault: a store failed, or the log lost commits it had read.
-    #[error(transparent)]
-    Run(Arc<RunError>),
-}
-
-impl ProjectionFailure {
-    /// The position of the event that failed, for an event's failure.
-    pub fn position(&self) -> Option<Position> {
-        match self {
-            ProjectionFailure::Event { position, .. } => Some(*position),
-            ProjectionFailure::Run(_) => None,
         }
     }
 }

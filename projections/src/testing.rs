@@ -10,13 +10,13 @@ use annals_core::{
     Position, StreamId,
 };
 
+use crate::error::run_failure;
+use crate::error::ProjectionFailure;
 use crate::error::RunError;
 use crate::projection::{Projection, SqliteProjection};
-use crate::runner::run_failure;
 use crate::runner::source::{Batch, Source};
 use crate::saga::{Instance, Saga};
 use crate::sqlite::{BatchError, ReadModel};
-use crate::status::ProjectionFailure;
 
 /// Events to start from, each group appended to its stream in one append.
 #[derive(Default)]

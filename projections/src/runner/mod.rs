@@ -5,7 +5,6 @@ pub(crate) mod source;
 pub(crate) mod target;
 mod task;
 
-use std::any::Any;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -19,30 +18,17 @@ use annals_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::{StartError, WaitError};
+use crate::error::{run_failure, StartError, WaitError};
 use crate::projection::{FailurePolicy, Projection, SqliteProjection, UnknownEvents};
 use crate::saga::deadlines::{fire, IndexEvent};
 use crate::saga::target::saga_store;
 use crate::saga::{Clock, DeadlineIndex, Deadlines, Saga, SagaTarget, SystemClock};
 use crate::sqlite::ReadModel;
-use crate::status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::status::{ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::target::Target;
 use source::Source;
-use target::{SqliteTarget, StoreTarget, Target};
+use target::{SqliteTarget, StoreTarget};
 use task::{Context, Follower, ProgressFn, Request};
-
-/// The text of a caught panic.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-/// A failure that is not one event's fault.
-pub(crate) fn run_failure(error: crate::error::RunError) -> ProjectionFailure {
-    ProjectionFailure::Run(Arc::new(error))
-}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

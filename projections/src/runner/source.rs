@@ -9,9 +9,9 @@ use annals_core::{
 };
 
 use crate::envelope::Envelope;
+use crate::error::ProjectionFailure;
 use crate::error::{Found, RunError};
 use crate::projection::UnknownEvents;
-use crate::status::ProjectionFailure;
 
 /// An event that could not be decoded: the batch stops before it.
 #[derive(Debug, Clone)]

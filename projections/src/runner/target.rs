@@ -10,47 +10,10 @@ use futures_util::FutureExt;
 
 use crate::envelope::Envelope;
 use crate::error::RunError;
+use crate::panic::panic_message;
 use crate::projection::{Projection, SqliteProjection};
-use crate::runner::panic_message;
 use crate::sqlite::{BatchError, ReadModel};
-
-/// Why a batch was not applied.
-pub(crate) enum ApplyError<E> {
-    /// The handler failed on the event at `index`; the events come back
-    /// so that the runner can hand on the part before it.
-    Handler {
-        events: Vec<Envelope<E>>,
-        index: usize,
-        error: String,
-    },
-    /// The store or the read model failed.
-    Run(RunError),
-}
-
-#[async_trait]
-pub(crate) trait Target<E: Send + Sync + 'static>: Send {
-    /// Opens the target and returns its checkpoint (`None` for a new one).
-    async fn open(&mut self) -> Result<Option<Checkpoint>, RunError>;
-
-    /// Handles `events`, then saves `checkpoint` with `skipped` recorded.
-    async fn apply(
-        &mut self,
-        events: Vec<Envelope<E>>,
-        checkpoint: Checkpoint,
-        skipped: Option<SkippedEvent>,
-    ) -> Result<(), ApplyError<E>>;
-
-    /// Whether a failed batch left nothing behind, so that the events
-    /// before the failure must be handled again.
-    fn rolls_back(&self) -> bool;
-
-    /// Starts (or goes on with) a rebuild; returns where it stands.
-    async fn begin_rebuild(&mut self) -> Result<Checkpoint, RunError>;
-
-    /// Ends a rebuild that has caught up at `cursor`; returns the
-    /// checkpoint the projection goes on from.
-    async fn finish_rebuild(&mut self, cursor: Checkpoint) -> Result<Checkpoint, RunError>;
-}
+use crate::target::{ApplyError, Target};
 
 // ---------------------------------------------------------------------------
 // Exactly once: an SQLite read model, worked on blocking threads.

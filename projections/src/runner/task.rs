@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use annals_core::{Checkpoint, EventSet, EventStore, HeadWatch, Position, SkippedEvent, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::error::run_failure;
+use crate::error::ProjectionFailure;
 use crate::error::RunError;
 use crate::projection::FailurePolicy;
-use crate::runner::run_failure;
 use crate::runner::source::{Batch, Source, Undecodable};
-use crate::runner::target::{ApplyError, Target};
-use crate::status::{ProjectionFailure, ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::status::{ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::target::{ApplyError, Target};
 
 /// A checkpoint that only moved over events the projection does not read
 /// is saved once it is this many positions ahead of the saved one (and

@@ -16,13 +16,13 @@ use tokio::sync::watch;
 
 use crate::envelope::Envelope;
 use crate::error::RunError;
-use crate::runner::target::{ApplyError, Target};
 use crate::saga::instance::{
     InstanceEvent, DEADLINE_CANCELLED, DEADLINE_FIRED, DEADLINE_SET, FINISHED,
 };
 use crate::saga::reaction::SagaStore;
 use crate::saga::target::{caused_by, react_once};
 use crate::saga::{Clock, Deadline, Input, Saga, SagaState};
+use crate::target::{ApplyError, Target};
 
 /// A deadline of the log, as the index keeps it.
 #[derive(Debug, Clone)]

@@ -13,12 +13,12 @@ use futures_util::FutureExt;
 
 use crate::envelope::Envelope;
 use crate::error::RunError;
+use crate::panic::panic_message;
 use crate::projection::HandlerError;
-use crate::runner::panic_message;
-use crate::runner::target::{ApplyError, Target};
 use crate::saga::instance::Instance;
 use crate::saga::reaction::{Reaction, SagaStore};
 use crate::saga::{Clock, Input, Saga};
+use crate::target::{ApplyError, Target};
 
 /// How often a reaction whose append met a conflict runs again before the
 /// event counts as failed (and the saga's failure policy decides).

@@ -26,8 +26,8 @@ use annals_core::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::envelope::Envelope;
+use crate::panic::panic_message;
 use crate::projection::SqliteProjection;
-use crate::runner::panic_message;
 
 const SCHEMA: &str = include_str!("schema.sql");
 const REGISTER: &str = include_str!("register.sql");
