@@ -55,6 +55,38 @@ impl Given {
     }
 }
 
+/// The `given` methods every test of the kit has: events appended before
+/// the projection or saga runs, each call one append.
+macro_rules! given_methods {
+    () => {
+        /// Appends `events` to `stream` (one append), before the test runs.
+        pub fn given<E: DomainEvent>(
+            mut self,
+            stream: &str,
+            events: impl IntoIterator<Item = E>,
+        ) -> Self {
+            let events = events
+                .into_iter()
+                .map(|e| (e, Metadata::default()))
+                .collect();
+            self.given.add(stream, events);
+            self
+        }
+
+        /// Appends one event with its metadata to `stream`, before the test
+        /// runs.
+        pub fn given_with<E: DomainEvent>(
+            mut self,
+            stream: &str,
+            event: E,
+            metadata: Metadata,
+        ) -> Self {
+            self.given.add(stream, vec![(event, metadata)]);
+            self
+        }
+    };
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,30 +154,7 @@ impl<P> ProjectionTest<P> {
         }
     }
 
-    /// Appends `events` to `stream` (one append).
-    pub fn given<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        events: impl IntoIterator<Item = E>,
-    ) -> Self {
-        let events = events
-            .into_iter()
-            .map(|e| (e, Metadata::default()))
-            .collect();
-        self.given.add(stream, events);
-        self
-    }
-
-    /// Appends one event with its metadata to `stream`.
-    pub fn given_with<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        event: E,
-        metadata: Metadata,
-    ) -> Self {
-        self.given.add(stream, vec![(event, metadata)]);
-        self
-    }
+    given_methods!();
 }
 
 impl<P: Projection> ProjectionTest<P> {
@@ -394,30 +403,7 @@ impl<G: Saga> SagaTest<G> {
         }
     }
 
-    /// Appends `events` to `stream` (one append) before the `when`.
-    pub fn given<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        events: impl IntoIterator<Item = E>,
-    ) -> Self {
-        let events = events
-            .into_iter()
-            .map(|e| (e, Metadata::default()))
-            .collect();
-        self.given.add(stream, events);
-        self
-    }
-
-    /// Appends one event with its metadata to `stream` before the `when`.
-    pub fn given_with<E: DomainEvent>(
-        mut self,
-        stream: &str,
-        event: E,
-        metadata: Metadata,
-    ) -> Self {
-        self.given.add(stream, vec![(event, metadata)]);
-        self
-    }
+    given_methods!();
 
     /// The event whose reaction is checked.
     pub fn when<E: DomainEvent>(mut self, stream: &str, event: E) -> Self {
