@@ -163,6 +163,17 @@ fn known_types_with_own<E: DomainEvent>() -> &'static [(&'static str, u32)] {
 
 /// A saga instance as its stream makes it: the saga's state, the pending
 /// deadlines, and whether it finished.
+///
+/// It is an [`Aggregate`] of the saga's category, so a repository loads it
+/// like any other (the transfer example reads its instances that way), and
+/// snapshots it when the saga's state is `Serialize` and
+/// `DeserializeOwned`. The runner's reactions replay an instance's stream,
+/// which stays short: a handful of events per instance.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "G::State: Serialize",
+    deserialize = "G::State: serde::de::DeserializeOwned"
+))]
 pub struct Instance<G: Saga> {
     /// The saga's own state.
     pub state: G::State,

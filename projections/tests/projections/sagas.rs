@@ -100,7 +100,7 @@ pub enum MoveInput {
     Purse(PurseEvent),
 }
 
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MoveState {
     pub from: String,
     pub to: String,
@@ -598,4 +598,49 @@ fn saga_test_fires_a_deadline_on_request() {
             assert_eq!(big.state.ended.as_deref(), Some("expired"));
             assert!(big.finished && big.deadlines.is_empty());
         });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_state_loads_from_a_snapshot_like_any_aggregate() -> TestResult {
+    use annals_core::store::Snapshot;
+    use annals_core::{Payload, SnapshotPolicy, SnapshotStore, Timestamp};
+    use annals_projections::saga::Instance;
+    let store = InMemoryStore::new();
+    open(&store, &[("ada", 500), ("bob", 0)]).await?;
+    let running = Projections::new(store.clone())
+        .saga(Moves::default())
+        .start()?;
+    ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 200),
+        &CommandContext::new(),
+    )
+    .await;
+    running.wait_settled().await?;
+    running.stop().await;
+    let replayed = Repository::<Instance<Moves>, _>::new(store.clone())?
+        .load("m1")
+        .await?;
+    assert!(replayed.replayed > 0);
+    store
+        .save_snapshot(Snapshot {
+            stream_id: annals_core::StreamId::new("moves-m1")?,
+            version: replayed.version,
+            state_version: <Instance<Moves> as Aggregate>::STATE_VERSION,
+            state: Payload::encode(&replayed.state)?,
+            taken_at: Timestamp::now(),
+        })
+        .await?;
+    let snapshotted = Repository::<Instance<Moves>, _>::new(store.clone())?
+        .with_snapshots(SnapshotPolicy::every(100))
+        .load("m1")
+        .await?;
+    assert_eq!(
+        snapshotted.replayed, 0,
+        "nothing replayed after the snapshot"
+    );
+    assert_eq!(snapshotted.state.state, replayed.state.state);
+    assert_eq!(snapshotted.state.finished, replayed.state.finished);
+    Ok(())
 }
