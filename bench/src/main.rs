@@ -21,7 +21,9 @@
 //! - the read side (`project/`): `rebuild`, a read model built from the
 //!   log by a new projection and by a rebuild, `live-lag`, a projection
 //!   following commands live, and `filtered-rebuild`, a projection of one
-//!   category of the log.
+//!   category of the log;
+//! - processes (`saga/`): `saga`, transfers between accounts driven by a
+//!   saga while they are requested.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -37,6 +39,7 @@ mod project;
 mod raw;
 mod read;
 mod report;
+mod saga;
 mod scan;
 mod settings;
 mod shape;
@@ -50,7 +53,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -63,6 +66,7 @@ const SCENARIOS: [&str; 12] = [
     "rebuild",
     "live-lag",
     "filtered-rebuild",
+    "saga",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -80,6 +84,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "rebuild" => project::rebuild(settings, report).await,
         "live-lag" => project::lag(settings, report).await,
         "filtered-rebuild" => project::filtered(settings, report).await,
+        "saga" => saga::transfers(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }

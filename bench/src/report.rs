@@ -50,6 +50,12 @@ pub(crate) fn per_second(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64().max(1e-9)
 }
 
+/// The duration `per_cent` of the way through `sorted` (ascending, not
+/// empty): 50 for the median, 100 for the longest.
+pub(crate) fn percentile(sorted: &[Duration], per_cent: usize) -> Duration {
+    sorted[(sorted.len() - 1) * per_cent / 100]
+}
+
 /// A duration in milliseconds.
 pub(crate) fn millis(took: Duration) -> f64 {
     took.as_secs_f64() * 1e3

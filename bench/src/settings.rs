@@ -30,6 +30,9 @@ scenarios (default size in brackets):
                       has it [20,000 commands]
   filtered-rebuild    a projection of a category holding 1% of the log catching
                       up, beside one of the whole log [1,000,000 events]
+  saga                transfers over 1,000 accounts requested from 64 tasks
+                      while a saga debits and credits them; beside one raw
+                      two-stream transaction per transfer [10,000 transfers]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short

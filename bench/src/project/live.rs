@@ -92,7 +92,7 @@ pub(crate) async fn lag(settings: Settings, report: &Report) -> Result<(), Box<d
         })
         .collect::<Result<Vec<Duration>, _>>()?;
     lags.sort_unstable();
-    let percentile = |per_cent: usize| lags[(lags.len() - 1) * per_cent / 100];
+    let percentile = |per_cent: usize| report::percentile(&lags, per_cent);
     let appends = report::per_second(commands, appended - started);
     let projected = report::per_second(commands, handled - started);
     report.size("tasks", TASKS);

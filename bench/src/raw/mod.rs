@@ -29,6 +29,9 @@ pub(crate) use project::{
 };
 pub(crate) use read::{Envelope, ENVELOPE_COLUMNS};
 
+/// The version of a stream: what a command reads before it appends.
+const STREAM_VERSION: &str = "SELECT max(version) FROM events WHERE stream_id = ?1";
+
 /// A baseline database that commands write to.
 pub(crate) struct RawLog {
     conn: Connection,
@@ -67,7 +70,7 @@ impl RawLog {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: Option<i64> = tx
-            .prepare_cached("SELECT max(version) FROM events WHERE stream_id = ?1")?
+            .prepare_cached(STREAM_VERSION)?
             .query_row([stream], |r| r.get(0))?;
         insert(&tx, self.shape, stream, version.unwrap_or(0) + 1, event)?;
         tx.commit()
@@ -88,9 +91,33 @@ impl RawLog {
         tx.commit()
     }
 
+    /// Appends one event to each of several streams in one `IMMEDIATE`
+    /// transaction, each after its stream's version as read in it: a
+    /// multi-stream atomic append done by hand.
+    pub(crate) fn append_atomically(
+        &mut self,
+        events: &[(String, Encoded)],
+    ) -> Result<(), rusqlite::Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (stream, event) in events {
+            let version: Option<i64> = tx
+                .prepare_cached(STREAM_VERSION)?
+                .query_row([stream], |r| r.get(0))?;
+            insert_encoded(&tx, self.shape, stream, version.unwrap_or(0) + 1, event)?;
+        }
+        tx.commit()
+    }
+
     /// The mean payload and metadata sizes of the stored events.
     pub(crate) fn event_sizes(&self) -> Result<EventSizes, rusqlite::Error> {
         event_sizes(&self.conn, self.shape)
+    }
+
+    /// The mean payload and metadata sizes of the stored events of `types`.
+    pub(crate) fn event_sizes_of(&self, types: &[&str]) -> Result<EventSizes, rusqlite::Error> {
+        event_sizes_of(&self.conn, self.shape, types)
     }
 }
 
@@ -109,6 +136,35 @@ fn insert(
     event: &BankEvent,
 ) -> Result<(), rusqlite::Error> {
     let (event_type, payload) = crate::model::encode_raw(event);
+    let encoded = Encoded {
+        event_type,
+        schema_version: event.schema_version(),
+        payload,
+    };
+    insert_encoded(conn, shape, stream, version, &encoded)
+}
+
+/// An event as the baseline stores it: its type, schema version and JSON
+/// payload, encoded by hand.
+pub(crate) struct Encoded {
+    pub(crate) event_type: &'static str,
+    pub(crate) schema_version: u32,
+    pub(crate) payload: String,
+}
+
+/// Inserts one encoded event at `version` of `stream`.
+fn insert_encoded(
+    conn: &Connection,
+    shape: Shape,
+    stream: &str,
+    version: i64,
+    event: &Encoded,
+) -> Result<(), rusqlite::Error> {
+    let Encoded {
+        event_type,
+        schema_version,
+        payload,
+    } = event;
     let event_id = uuid::Uuid::now_v7();
     match shape {
         Shape::Realistic => conn
@@ -118,7 +174,7 @@ fn insert(
                 version,
                 &event_id.as_bytes()[..],
                 event_type,
-                event.schema_version(),
+                schema_version,
                 payload,
                 shape.raw_metadata(),
                 now_micros()
@@ -166,14 +222,30 @@ impl EventSizes {
 /// The mean payload and metadata sizes of the events in `conn`'s log
 /// (annals' or the baseline's).
 pub(crate) fn event_sizes(conn: &Connection, shape: Shape) -> Result<EventSizes, rusqlite::Error> {
+    event_sizes_of(conn, shape, &[])
+}
+
+/// The mean payload and metadata sizes of the events of the given types
+/// (all events when none is given) in `conn`'s log.
+pub(crate) fn event_sizes_of(
+    conn: &Connection,
+    shape: Shape,
+    types: &[&str],
+) -> Result<EventSizes, rusqlite::Error> {
     let metadata = match shape {
         Shape::Realistic => "coalesce(avg(length(CAST(metadata AS BLOB))), 0.0)",
         // The small shape's baseline has no metadata column.
         Shape::Small => "0.0",
     };
+    let only = if types.is_empty() {
+        String::new()
+    } else {
+        // The types are the bench's own event names: no quoting needed.
+        format!(" WHERE event_type IN ('{}')", types.join("', '"))
+    };
     conn.query_row(
         &format!(
-            "SELECT coalesce(avg(length(CAST(payload AS BLOB))), 0.0), {metadata} FROM events"
+            "SELECT coalesce(avg(length(CAST(payload AS BLOB))), 0.0), {metadata} FROM events{only}"
         ),
         [],
         |r| {
