@@ -37,7 +37,9 @@ use annals_core::{CheckpointStore, EventStore, Position, Timestamp};
 use annals_projections::saga::{ManualClock, Saga};
 use annals_projections::Projections;
 use annals_sqlite::SqliteStore;
-use common::{expect_line, remaining_lines, say, seed, spawn_child, Dice, SEED};
+use common::{
+    expect_line, kill_at_random_moment, run_until_killed, say, seed, spawn_child, Dice, SEED,
+};
 use transfers::{Request, Step, Transfers, APPROVAL_WINDOW, NEEDS_APPROVAL};
 
 const TEST: &str = "transfer_saga_acts_exactly_once_across_sigkill_restarts";
@@ -140,13 +142,7 @@ fn transfer_saga_acts_exactly_once_across_sigkill_restarts() -> Result<(), Box<d
     runtime.block_on(transfers::open_accounts(&store, &accounts))?;
     let put_in: u64 = accounts.iter().map(|a| a.1).sum();
     let steps = workload(&mut dice);
-    let requests: Vec<Request> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Request(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
+    let requests = transfers::requests(&steps);
     let total = steps.len() as u64;
     for cycle in 0..CYCLES {
         let mut envs = child_env(&path, &mut dice, cycle);
@@ -161,21 +157,15 @@ fn transfer_saga_acts_exactly_once_across_sigkill_restarts() -> Result<(), Box<d
             steps[share].to_vec(),
             dice.roll(u64::MAX),
         ));
-        // Now and then before the child has started its saga; else while
-        // it catches up, reacts live or fires deadlines.
-        if dice.roll(5) > 0 {
-            expect_line(&lines, "READY", Duration::from_secs(30))
-                .map_err(|e| format!("cycle {cycle}: {e} (seed {seed})"))?;
-        }
-        std::thread::sleep(Duration::from_millis(dice.roll(150)));
-        child.kill()?;
-        child.wait()?;
-        for line in remaining_lines(&lines, Duration::from_secs(10))? {
-            assert!(
-                !line.starts_with("FAILED"),
-                "cycle {cycle}: the child {line} (seed {seed})"
-            );
-        }
+        // While the child starts, catches up, reacts live or fires
+        // deadlines.
+        kill_at_random_moment(
+            &mut child,
+            &lines,
+            &mut dice,
+            150,
+            &format!("cycle {cycle} (seed {seed})"),
+        )?;
         runtime.block_on(appending)??;
         let log = runtime.block_on(annals_core::testkit::read_log(&store))?;
         if let Err(broken) = transfers::check_consistent(&log, &requests) {
@@ -290,23 +280,14 @@ fn child(path: &Path) -> Result<(), Box<dyn Error>> {
         say("READY");
         let past_the_window = APPROVAL_WINDOW + Duration::from_secs(1);
         if !finish {
-            // Until killed (a minute at most, so that it never outlives a
-            // parent that died); a failure is said at once.
-            let life = async {
+            let meanwhile = async {
                 if let Some(ms) = advance {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     clock.advance(past_the_window);
                 }
-                tokio::time::sleep(Duration::from_secs(60)).await;
             };
-            let failed = tokio::select! {
-                r = running.wait_for(<Transfers as Saga>::NAME, Position(u64::MAX)) => r,
-                r = running.wait_for(&deadlines, Position(u64::MAX)) => r,
-                () = life => Ok(()),
-            };
-            if let Err(e) = failed {
-                say(&format!("FAILED {e}"));
-            }
+            let names = [<Transfers as Saga>::NAME, deadlines.as_str()];
+            run_until_killed(&running, &names, meanwhile).await;
             return Ok(());
         }
         let settle = async {

@@ -99,16 +99,6 @@ struct Case {
 }
 
 impl Case {
-    fn requests(&self) -> Vec<Request> {
-        self.steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Request(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn put_in(&self) -> i64 {
         let opened: u64 = self.accounts.iter().map(|a| a.0).sum();
         let deposited: u64 = self
@@ -313,7 +303,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         let log = annals_core::testkit::read_log(&store)
             .await
             .map_err(|e| e.to_string())?;
-        transfers::check_settled(&log, &case.requests(), case.put_in())?;
+        transfers::check_settled(&log, &transfers::requests(&case.steps), case.put_in())?;
         let head = store.head().await.map_err(|e| e.to_string())?;
         let tracking = store
             .load_checkpoint(<Transfers as Saga>::NAME)

@@ -137,6 +137,17 @@ pub enum Step {
     Withdraw(String, u64),
 }
 
+/// The requests among `steps`.
+pub fn requests(steps: &[Step]) -> Vec<Request> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Appends one step, as another writer of the log would (no causation).
 pub async fn append_step<S: EventStore + ?Sized>(store: &S, step: &Step) -> Result<(), String> {
     let (stream, expected, event) = match step {
