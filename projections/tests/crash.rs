@@ -33,7 +33,9 @@ use annals_core::{
 };
 use annals_projections::{Envelope, HandlerError, Projection, Projections, SqliteProjection};
 use annals_sqlite::SqliteStore;
-use common::{expect_line, remaining_lines, say, seed, spawn_child, Dice, SEED};
+use common::{
+    expect_line, kill_at_random_moment, run_until_killed, say, seed, spawn_child, Dice, SEED,
+};
 use rusqlite::{params, Connection, Transaction};
 
 const TEST: &str = "read_models_apply_every_event_once_across_sigkill_restarts";
@@ -155,21 +157,14 @@ fn read_models_apply_every_event_once_across_sigkill_restarts() -> Result<(), Bo
         )?;
         let share = EVENTS * (cycle + 1) / CYCLES - EVENTS * cycle / CYCLES;
         let appending = runtime.spawn(append_share(store.clone(), dice.roll(u64::MAX), share));
-        // Now and then before the child has started its projections; else
-        // while it catches up or follows live commits.
-        if dice.roll(5) > 0 {
-            expect_line(&lines, "READY", Duration::from_secs(30))
-                .map_err(|e| format!("cycle {cycle}: {e} (seed {seed})"))?;
-        }
-        std::thread::sleep(Duration::from_millis(dice.roll(120)));
-        child.kill()?;
-        child.wait()?;
-        for line in remaining_lines(&lines, Duration::from_secs(10))? {
-            assert!(
-                !line.starts_with("FAILED"),
-                "cycle {cycle}: the child {line} (seed {seed})"
-            );
-        }
+        // While the child starts, catches up or follows live commits.
+        kill_at_random_moment(
+            &mut child,
+            &lines,
+            &mut dice,
+            120,
+            &format!("cycle {cycle} (seed {seed})"),
+        )?;
         appended += runtime.block_on(appending)??;
         let log = runtime.block_on(annals_core::testkit::read_log(&store))?;
         let model = model_through(&dir.path().join(MODEL), &log, seed, cycle)?;
@@ -379,16 +374,8 @@ fn child(dir: &Path) -> Result<(), Box<dyn Error>> {
             .start()?;
         say("READY");
         if !finish {
-            // Until killed (a minute at most, so that it never outlives a
-            // parent that died); a failure is said at once.
-            let failed = tokio::select! {
-                r = running.wait_for(Balances::NAME, Position(u64::MAX)) => r,
-                r = running.wait_for(PositionsFile::NAME, Position(u64::MAX)) => r,
-                () = tokio::time::sleep(Duration::from_secs(60)) => Ok(()),
-            };
-            if let Err(e) = failed {
-                say(&format!("FAILED {e}"));
-            }
+            let names = [Balances::NAME, PositionsFile::NAME];
+            run_until_killed(&running, &names, std::future::ready(())).await;
             return Ok(());
         }
         if let Err(e) = running.wait_idle_within(Duration::from_secs(60)).await {

@@ -1,10 +1,14 @@
 //! What the multi-process tests share: a seeded generator, and the test
 //! binary run again as a child process.
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use annals_core::Position;
+use annals_projections::Running;
 
 /// The variable that repeats a run's random choices.
 pub const SEED: &str = "ANNALS_TEST_SEED";
@@ -126,5 +130,61 @@ pub fn remaining_lines(
                 return Err(format!("the child's output did not end within {timeout:?}").into())
             }
         }
+    }
+}
+
+/// Kills the child at a random moment: one time in five while it starts
+/// (before it says `READY`), else up to `pause_ms` after; then fails if it
+/// said it failed. `context` (the cycle, the seed) goes into the errors.
+#[allow(dead_code)] // Not every test file needs it.
+pub fn kill_at_random_moment(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    dice: &mut Dice,
+    pause_ms: u64,
+    context: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if dice.roll(5) > 0 {
+        expect_line(lines, "READY", Duration::from_secs(30))
+            .map_err(|e| format!("{context}: {e}"))?;
+    }
+    std::thread::sleep(Duration::from_millis(dice.roll(pause_ms)));
+    child.kill()?;
+    child.wait()?;
+    for line in remaining_lines(lines, Duration::from_secs(10))? {
+        if line.starts_with("FAILED") {
+            return Err(format!("{context}: the child {line}").into());
+        }
+    }
+    Ok(())
+}
+
+/// In a child: lets `running` run, doing `meanwhile` alongside, until the
+/// process is killed (or a minute has passed, so that it never outlives a
+/// parent that died); a failure of one of the projections `names` is said
+/// at once.
+#[allow(dead_code)] // Not every test file needs it.
+pub async fn run_until_killed(
+    running: &Running,
+    names: &[&str],
+    meanwhile: impl Future<Output = ()>,
+) {
+    let failed = futures_util::future::select_all(
+        names
+            .iter()
+            .map(|name| Box::pin(running.wait_for(name, Position(u64::MAX)))),
+    );
+    let meanwhile = async {
+        meanwhile.await;
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        (failed, _, _) = failed => {
+            if let Err(e) = failed {
+                say(&format!("FAILED {e}"));
+            }
+        }
+        () = meanwhile => {}
+        () = tokio::time::sleep(Duration::from_secs(60)) => {}
     }
 }
