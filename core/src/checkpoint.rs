@@ -68,9 +68,12 @@ pub struct SkippedEvent {
 ///
 /// 1. `load_checkpoint` returns the checkpoint last saved under the name,
 ///    exactly, or `None` if none was saved (or it was reset).
-/// 2. `save_checkpoint` replaces the name's checkpoint and records the
-///    skipped events given, in one step: both or neither. Recording an
-///    event that is already recorded for the name keeps the first record.
+/// 2. `save_checkpoint` moves the name's checkpoint forward and records the
+///    skipped events given, in one step: both or neither. A checkpoint at or
+///    past the stored position replaces it; one below it is ignored (a
+///    follower that lags behind another never moves it back; resetting is
+///    the one way back). Recording an event that is already recorded for
+///    the name keeps the first record.
 /// 3. `skipped_events` lists the name's skipped events in position order.
 /// 4. `reset_checkpoint` forgets the name's checkpoint and skipped events;
 ///    other names are untouched.
@@ -79,7 +82,8 @@ pub trait CheckpointStore: Send + Sync {
     /// The checkpoint saved under `name`.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, BackendError>;
 
-    /// Saves `name`'s checkpoint, and records `skipped` events with it.
+    /// Moves `name`'s checkpoint forward to `checkpoint` (a lower one is
+    /// ignored), and records `skipped` events with it.
     async fn save_checkpoint(
         &self,
         name: &str,

@@ -305,7 +305,14 @@ impl CheckpointStore for InMemoryStore {
     ) -> Result<(), BackendError> {
         let mut log = self.log()?;
         let follower = log.checkpoints.entry(name.to_owned()).or_default();
-        follower.checkpoint = Some(checkpoint);
+        // Forward only: a follower that lags behind another never moves it
+        // back.
+        if follower
+            .checkpoint
+            .is_none_or(|stored| stored.position <= checkpoint.position)
+        {
+            follower.checkpoint = Some(checkpoint);
+        }
         for event in skipped {
             // The first record of an event stays, as on every store.
             follower

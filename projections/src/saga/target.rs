@@ -37,6 +37,15 @@ pub(crate) fn caused_by(event_id: EventId, metadata: &Metadata) -> CommandContex
     }
 }
 
+/// How one position's reaction ended.
+enum Reacted {
+    /// Its append committed, moving the tracking position there.
+    Committed,
+    /// Nothing to commit (no instance, nothing decided), or committed
+    /// before: the tracking position was not moved by it.
+    Nothing,
+}
+
 /// Why one position's reaction did not commit.
 enum Failed {
     /// The reaction failed on the event at this offset of the position's
@@ -123,7 +132,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
     /// Reacts to the events of one position (several only when an
     /// upcaster split one stored event) in one unit of work, and commits
     /// it with the tracking position moved to that position.
-    async fn react_at(&self, events: &[Envelope<G::Events>]) -> Result<(), Failed> {
+    async fn react_at(&self, events: &[Envelope<G::Events>]) -> Result<Reacted, Failed> {
         let first = &events[0];
         let tracking = Checkpoint {
             position: first.position,
@@ -146,13 +155,13 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
             let request = unit.append_request();
             if request.streams().is_empty() {
                 // Nothing decided: the batch's checkpoint covers it.
-                return Ok(());
+                return Ok(Reacted::Nothing);
             }
             match self.store.append(request.track(G::NAME, tracking)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Reacted::Committed),
                 // Committed before (by this runner before a crash, or by
                 // another): done, and not done twice.
-                Err(AppendError::AlreadyTracked { .. }) => return Ok(()),
+                Err(AppendError::AlreadyTracked { .. }) => return Ok(Reacted::Nothing),
                 Err(AppendError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
                 Err(AppendError::Conflict { stream, .. }) => {
                     return Err(Failed::Handler {
@@ -173,7 +182,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 }
             }
         }
-        Ok(())
+        Ok(Reacted::Nothing)
     }
 }
 
@@ -193,7 +202,8 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
         skipped: Option<SkippedEvent>,
     ) -> Result<(), ApplyError<G::Events>> {
         let mut start = 0;
-        let mut reacted = Position::START;
+        // Where this batch's own tracked appends moved the position.
+        let mut committed = Position::START;
         while start < events.len() {
             let position = events[start].position;
             let end = start
@@ -202,7 +212,8 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
                     .take_while(|e| e.position == position)
                     .count();
             match self.react_at(&events[start..end]).await {
-                Ok(()) => reacted = position,
+                Ok(Reacted::Committed) => committed = position,
+                Ok(Reacted::Nothing) => {}
                 Err(Failed::Handler { offset, error }) => {
                     return Err(ApplyError::Handler {
                         index: start + offset,
@@ -214,7 +225,9 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
             }
             start = end;
         }
-        if checkpoint.position > reacted || skipped.is_some() {
+        // The store only moves it forward: a runner that lags behind
+        // another never takes it back.
+        if checkpoint.position > committed || skipped.is_some() {
             let skipped: Vec<SkippedEvent> = skipped.into_iter().collect();
             self.checkpoints
                 .save_checkpoint(G::NAME, checkpoint, &skipped)

@@ -135,13 +135,13 @@ pub(crate) async fn hostile_but_valid_names_round_trip(
     Ok(())
 }
 
-/// Guarantee 2: a save replaces the name's checkpoint, whatever its
-/// position (a rebuild starts again lower).
-pub(crate) async fn save_replaces_the_checkpoint(
+/// Guarantee 2: a save moves the name's checkpoint forward, and one at or
+/// past the stored position replaces it.
+pub(crate) async fn save_moves_the_checkpoint_forward(
     store: Arc<dyn CheckpointStore>,
     _: Options,
 ) -> CaseResult {
-    let last = checkpoint(2, 2);
+    let last = checkpoint(9, 2);
     for saved in [checkpoint(5, 1), checkpoint(9, 1), last] {
         store
             .save_checkpoint("balances", saved, &[])
@@ -150,6 +150,40 @@ pub(crate) async fn save_replaces_the_checkpoint(
     }
     let loaded = store.load_checkpoint("balances").await.step("load")?;
     ensure!(loaded == Some(last), "loaded {loaded:?}, expected {last:?}");
+    Ok(())
+}
+
+/// Guarantee 2: a save below the stored position leaves the checkpoint as
+/// it is (a follower that lags behind another never moves it back), and
+/// still records its skipped events; after a reset, any position goes.
+pub(crate) async fn save_below_the_checkpoint_never_moves_it_back(
+    store: Arc<dyn CheckpointStore>,
+    _: Options,
+) -> CaseResult {
+    let ahead = checkpoint(9, 1);
+    store
+        .save_checkpoint("balances", ahead, &[])
+        .await
+        .step("save 9")?;
+    store
+        .save_checkpoint("balances", checkpoint(4, 1), &[skipped(3)])
+        .await
+        .step("save 4")?;
+    let loaded = store.load_checkpoint("balances").await.step("load")?;
+    ensure!(loaded == Some(ahead), "moved back: loaded {loaded:?}");
+    let listed = store.skipped_events("balances").await.step("list")?;
+    ensure!(
+        listed.iter().map(|e| e.position).eq([Position(3)]),
+        "the skipped event was not recorded: {listed:?}"
+    );
+    store.reset_checkpoint("balances").await.step("reset")?;
+    let start = checkpoint(2, 1);
+    store
+        .save_checkpoint("balances", start, &[])
+        .await
+        .step("save after reset")?;
+    let loaded = store.load_checkpoint("balances").await.step("load")?;
+    ensure!(loaded == Some(start), "after a reset: loaded {loaded:?}");
     Ok(())
 }
 
