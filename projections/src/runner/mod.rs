@@ -562,6 +562,33 @@ impl Running {
         }
     }
 
+    /// [`Running::wait_settled`], giving up with [`WaitError::TimedOut`]
+    /// after `timeout` (naming the projection furthest behind).
+    pub async fn wait_settled_within(&self, timeout: Duration) -> Result<(), WaitError> {
+        match tokio::time::timeout(timeout, self.wait_settled()).await {
+            Ok(settled) => settled,
+            Err(_) => Err(self.timed_out(timeout)),
+        }
+    }
+
+    /// The timeout of a wait for every projection: it names the one
+    /// furthest behind.
+    fn timed_out(&self, waited: Duration) -> WaitError {
+        let (projection, checkpoint, position) = self
+            .status()
+            .into_iter()
+            .min_by_key(|s| s.checkpoint)
+            .map_or(("*", Position::START, Position::START), |s| {
+                (s.name, s.checkpoint, s.head)
+            });
+        WaitError::TimedOut {
+            projection,
+            checkpoint,
+            position,
+            waited,
+        }
+    }
+
     async fn head_now(&self) -> Result<Position, WaitError> {
         (self.head)().await.map_err(|e| {
             WaitError::Failed(run_failure(crate::error::RunError::Read {
@@ -574,23 +601,10 @@ impl Running {
     /// [`Running::wait_idle`], giving up with [`WaitError::TimedOut`] after
     /// `timeout`.
     pub async fn wait_idle_within(&self, timeout: Duration) -> Result<(), WaitError> {
-        tokio::time::timeout(timeout, self.wait_idle())
-            .await
-            .unwrap_or_else(|_| {
-                let behind = self
-                    .status()
-                    .into_iter()
-                    .min_by_key(|s| s.checkpoint)
-                    .map_or(("*", Position::START, Position::START), |s| {
-                        (s.name, s.checkpoint, s.head)
-                    });
-                Err(WaitError::TimedOut {
-                    projection: behind.0,
-                    checkpoint: behind.1,
-                    position: behind.2,
-                    waited: timeout,
-                })
-            })
+        match tokio::time::timeout(timeout, self.wait_idle()).await {
+            Ok(idle) => idle,
+            Err(_) => Err(self.timed_out(timeout)),
+        }
     }
 
     /// Rebuilds projection `name` from the start of the log and returns

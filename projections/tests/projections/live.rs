@@ -184,6 +184,21 @@ async fn a_slow_projection_never_stalls_the_others() -> TestResult {
         matches!(error, WaitError::TimedOut { projection: "slow", position, .. } if position == head),
         "{error:?}"
     );
+    for waited in [
+        running.wait_idle_within(Duration::from_millis(30)).await,
+        running.wait_settled_within(Duration::from_millis(30)).await,
+    ] {
+        assert!(
+            matches!(
+                waited,
+                Err(WaitError::TimedOut {
+                    projection: "slow",
+                    ..
+                })
+            ),
+            "{waited:?}"
+        );
+    }
     // Stopping does not wait for the stuck event: an at-least-once
     // projection handles it again after a restart.
     running.stop().await;
