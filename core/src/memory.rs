@@ -199,7 +199,10 @@ impl EventStore for InMemoryStore {
                 .push(index);
             log.events.push(event.clone());
         }
-        if let Some(Tracking { name, checkpoint }) = checkpoint {
+        if let Some(Tracking {
+            name, checkpoint, ..
+        }) = checkpoint
+        {
             // The name's skipped events stay as they are.
             log.checkpoints.entry(name).or_default().checkpoint = Some(checkpoint);
         }

@@ -100,7 +100,8 @@ pub enum AppendError {
         name: String,
         /// The position stored under the name.
         stored: Position,
-        /// The position the append would have set.
+        /// The first position the append covers (the position it would
+        /// have set, for an append that covers one).
         requested: Position,
     },
     /// The name of the checkpoint an append tracks breaks the naming rules

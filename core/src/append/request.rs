@@ -6,7 +6,7 @@ use crate::append::error::AppendError;
 use crate::append::expected::ExpectedVersion;
 use crate::append::tracking::Tracking;
 use crate::checkpoint::Checkpoint;
-use crate::event::NewEvent;
+use crate::event::{NewEvent, Position};
 use crate::id::StreamId;
 
 /// The largest stream version any store holds: the largest signed 64-bit
@@ -131,9 +131,25 @@ impl AppendRequest {
     /// assert_eq!(request.tracking().map(|t| t.checkpoint.position), Some(Position(41)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn track(mut self, name: impl Into<String>, checkpoint: Checkpoint) -> Self {
+    pub fn track(self, name: impl Into<String>, checkpoint: Checkpoint) -> Self {
+        let first = checkpoint.position;
+        self.track_from(name, first, checkpoint)
+    }
+
+    /// Like [`AppendRequest::track`], for an append that covers the
+    /// positions from `first` up to the checkpoint's (the reactions to
+    /// several events, committed together): it is refused with
+    /// [`AppendError::AlreadyTracked`] if the stored checkpoint is at or
+    /// past `first`, so that none of them is committed twice.
+    pub fn track_from(
+        mut self,
+        name: impl Into<String>,
+        first: Position,
+        checkpoint: Checkpoint,
+    ) -> Self {
         self.tracking = Some(Tracking {
             name: name.into(),
+            first: first.min(checkpoint.position),
             checkpoint,
         });
         self

@@ -129,7 +129,7 @@ pub fn run_append<T: AppendTarget + ?Sized>(
     recorded_at: Timestamp,
 ) -> Result<Appended, T::Error> {
     if let Some(tracking) = request.tracking() {
-        let requested = tracking.checkpoint.position;
+        let requested = tracking.first;
         if let Some(stored) = target.tracked_position(&tracking.name)? {
             if stored >= requested {
                 let tracked = AppendError::AlreadyTracked {

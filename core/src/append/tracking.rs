@@ -10,6 +10,7 @@
 
 use crate::append::error::AppendError;
 use crate::checkpoint::Checkpoint;
+use crate::event::Position;
 use crate::id::check_name;
 
 /// A named checkpoint to set in the same atomic append as the events: see
@@ -23,6 +24,11 @@ pub struct Tracking {
     pub name: String,
     /// The checkpoint the name is set to, exactly, when the append commits.
     pub checkpoint: Checkpoint,
+    /// The first position the append covers: it is refused if the stored
+    /// checkpoint is at or past it. The checkpoint's own position for an
+    /// append that covers one position; lower for one that commits the
+    /// reactions to several events at once.
+    pub first: Position,
 }
 
 impl Tracking {

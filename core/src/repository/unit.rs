@@ -236,6 +236,20 @@ impl<S> Clone for Unit<S> {
     }
 }
 
+impl<S> Unit<S> {
+    /// The same unit (its aggregates and decisions are shared), deciding
+    /// with another context from now on: for code that decides on behalf
+    /// of several causes in one unit, such as a saga committing its
+    /// reactions to several events at once, each with its own causation.
+    pub fn with_context(&self, ctx: &CommandContext) -> Unit<S> {
+        Unit {
+            store: self.store.clone(),
+            ctx: Arc::new(ctx.clone()),
+            state: self.state.clone(),
+        }
+    }
+}
+
 impl<S: EventStore> Unit<S> {
     /// The metadata every event the unit decides gets.
     pub fn context(&self) -> &CommandContext {

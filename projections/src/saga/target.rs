@@ -1,6 +1,7 @@
 //! A saga under the runner: each position of the log it reacts to is one
 //! unit of work, committed in one append with the saga's tracking position.
 
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -37,21 +38,27 @@ pub(crate) fn caused_by(event_id: EventId, metadata: &Metadata) -> CommandContex
     }
 }
 
-/// How one position's reaction ended.
+/// Most positions whose reactions commit in one append.
+const GROUP: usize = 128;
+
+/// How a group of reactions ended.
 enum Reacted {
-    /// Its append committed, moving the tracking position there.
+    /// Their append committed, moving the tracking position to the last.
     Committed,
     /// Nothing to commit (no instance, nothing decided), or committed
-    /// before: the tracking position was not moved by it.
+    /// before: the tracking position was not moved by them.
     Nothing,
 }
 
-/// Why one position's reaction did not commit.
+/// Why a group of reactions did not commit.
 enum Failed {
-    /// The reaction failed on the event at this offset of the position's
-    /// events.
+    /// The reaction to the event at `index` of the batch failed.
     Handler {
-        offset: usize,
+        index: usize,
+        error: String,
+    },
+    /// The append kept meeting conflicts.
+    Conflicts {
         error: String,
     },
     Run(RunError),
@@ -129,43 +136,62 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
         }
     }
 
-    /// Reacts to the events of one position (several only when an
-    /// upcaster split one stored event) in one unit of work, and commits
-    /// it with the tracking position moved to that position.
-    async fn react_at(&self, events: &[Envelope<G::Events>]) -> Result<Reacted, Failed> {
-        let first = &events[0];
+    /// Reacts to the events of `positions` (ranges of `events`, one per
+    /// position of the log: several events only where an upcaster split
+    /// one) in one unit of work, each reaction with its own event as its
+    /// cause, and commits them in one append that moves the tracking
+    /// position to the last. The append is refused if the tracking position
+    /// already reached the first: none of them is committed twice.
+    async fn react_together(
+        &self,
+        events: &[Envelope<G::Events>],
+        positions: &[Range<usize>],
+    ) -> Result<Reacted, Failed> {
+        let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
+            return Ok(Reacted::Nothing);
+        };
+        let (first, last) = (&events[first.start], &events[last.start]);
         let tracking = Checkpoint {
-            position: first.position,
-            event_id: Some(first.event_id),
+            position: last.position,
+            event_id: Some(last.event_id),
             version: 1,
         };
-        let ctx = caused_by(first.event_id, &first.metadata);
         let work = UnitOfWork::new(self.store.clone());
         for attempt in 1..=CONFLICT_ATTEMPTS {
-            let mut unit = work.unit(&ctx);
-            for (offset, event) in events.iter().enumerate() {
-                let Some(id) = self.saga.instance(event) else {
-                    continue;
-                };
-                let input = Input::Event(event);
-                unit = react_once(&*self.saga, unit, id, self.clock.now(), input, None)
+            let unit = work.unit(&CommandContext::new());
+            for range in positions {
+                for (index, event) in events.iter().enumerate().take(range.end).skip(range.start) {
+                    let Some(id) = self.saga.instance(event) else {
+                        continue;
+                    };
+                    let ctx = caused_by(event.event_id, &event.metadata);
+                    let input = Input::Event(event);
+                    react_once(
+                        &*self.saga,
+                        unit.with_context(&ctx),
+                        id,
+                        self.clock.now(),
+                        input,
+                        None,
+                    )
                     .await
-                    .map_err(|error| Failed::Handler { offset, error })?;
+                    .map_err(|error| Failed::Handler { index, error })?;
+                }
             }
             let request = unit.append_request();
             if request.streams().is_empty() {
                 // Nothing decided: the batch's checkpoint covers it.
                 return Ok(Reacted::Nothing);
             }
-            match self.store.append(request.track(G::NAME, tracking)).await {
+            let request = request.track_from(G::NAME, first.position, tracking);
+            match self.store.append(request).await {
                 Ok(_) => return Ok(Reacted::Committed),
                 // Committed before (by this runner before a crash, or by
                 // another): done, and not done twice.
                 Err(AppendError::AlreadyTracked { .. }) => return Ok(Reacted::Nothing),
                 Err(AppendError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
                 Err(AppendError::Conflict { stream, .. }) => {
-                    return Err(Failed::Handler {
-                        offset: 0,
+                    return Err(Failed::Conflicts {
                         error: format!(
                             "stream {stream} kept changing underneath the reaction ({CONFLICT_ATTEMPTS} attempts)"
                         ),
@@ -176,13 +202,73 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 }
                 Err(other) => {
                     return Err(Failed::Handler {
-                        offset: 0,
+                        index: positions[0].start,
                         error: format!("the reaction's append was refused: {other}"),
                     })
                 }
             }
         }
         Ok(Reacted::Nothing)
+    }
+
+    /// Reacts to `positions` a group at a time; on a failure, commits the
+    /// reactions before it on their own, then reports it. Returns the last
+    /// position whose reaction this runner committed.
+    async fn react_all(
+        &self,
+        events: &[Envelope<G::Events>],
+        positions: &[Range<usize>],
+        group: usize,
+    ) -> Result<Option<Position>, Failed> {
+        let mut committed = None;
+        let mut next = 0;
+        while next < positions.len() {
+            let end = (next + group).min(positions.len());
+            let chunk = &positions[next..end];
+            let failed = match self.react_together(events, chunk).await {
+                Ok(Reacted::Committed) => {
+                    committed = Some(events[chunk[chunk.len() - 1].start].position);
+                    next = end;
+                    continue;
+                }
+                Ok(Reacted::Nothing) => {
+                    next = end;
+                    continue;
+                }
+                Err(failed) => failed,
+            };
+            if chunk.len() == 1 {
+                return Err(match failed {
+                    Failed::Conflicts { error } => Failed::Handler {
+                        index: chunk[0].start,
+                        error,
+                    },
+                    other => other,
+                });
+            }
+            match failed {
+                // One position at a time, so that only the contended one
+                // is retried.
+                Failed::Conflicts { .. } => {
+                    if let Some(position) = Box::pin(self.react_all(events, chunk, 1)).await? {
+                        committed = Some(position);
+                    }
+                    next = end;
+                }
+                // The reactions before the failed one commit on their own.
+                Failed::Handler { index, error } => {
+                    let before = chunk.iter().take_while(|r| r.end <= index).count();
+                    if before > 0 {
+                        // The runner then saves the position just before
+                        // the failed one.
+                        Box::pin(self.react_all(events, &chunk[..before], before)).await?;
+                    }
+                    return Err(Failed::Handler { index, error });
+                }
+                run @ Failed::Run(_) => return Err(run),
+            }
+        }
+        Ok(committed)
     }
 }
 
@@ -201,30 +287,33 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
         checkpoint: Checkpoint,
         skipped: Option<SkippedEvent>,
     ) -> Result<(), ApplyError<G::Events>> {
-        let mut start = 0;
-        // Where this batch's own tracked appends moved the position.
-        let mut committed = Position::START;
-        while start < events.len() {
-            let position = events[start].position;
-            let end = start
-                + events[start..]
-                    .iter()
-                    .take_while(|e| e.position == position)
-                    .count();
-            match self.react_at(&events[start..end]).await {
-                Ok(Reacted::Committed) => committed = position,
-                Ok(Reacted::Nothing) => {}
-                Err(Failed::Handler { offset, error }) => {
-                    return Err(ApplyError::Handler {
-                        index: start + offset,
-                        error,
-                        events,
-                    })
-                }
-                Err(Failed::Run(e)) => return Err(ApplyError::Run(e)),
+        let mut positions: Vec<Range<usize>> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            match positions.last_mut() {
+                Some(last) if events[last.start].position == event.position => last.end = index + 1,
+                _ => positions.push(index..index + 1),
             }
-            start = end;
         }
+        // Where this batch's own tracked appends moved the position.
+        let committed = match self.react_all(&events, &positions, GROUP).await {
+            Ok(committed) => committed.unwrap_or(Position::START),
+            Err(Failed::Handler { index, error }) => {
+                return Err(ApplyError::Handler {
+                    index,
+                    error,
+                    events,
+                })
+            }
+            // `react_all` turns lasting conflicts into an event's failure.
+            Err(Failed::Conflicts { error }) => {
+                return Err(ApplyError::Handler {
+                    index: 0,
+                    error,
+                    events,
+                })
+            }
+            Err(Failed::Run(e)) => return Err(ApplyError::Run(e)),
+        };
         // The store only moves it forward: a runner that lags behind
         // another never takes it back.
         if checkpoint.position > committed || skipped.is_some() {

@@ -185,6 +185,9 @@ impl Saga for Moves {
             _ => return Ok(()),
         };
         match event {
+            MoveInput::Move(MoveEvent::MoveAsked { cents: 13, .. }) => {
+                return Err("thirteen cents cannot be moved".into());
+            }
             MoveInput::Move(MoveEvent::MoveAsked { from, to, cents }) => {
                 reaction.record(MoveStateEvent::MoveStarted {
                     from: from.clone(),
@@ -642,5 +645,58 @@ async fn instance_state_loads_from_a_snapshot_like_any_aggregate() -> TestResult
     );
     assert_eq!(snapshotted.state.state, replayed.state.state);
     assert_eq!(snapshotted.state.finished, replayed.state.finished);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reaction_in_a_batch_keeps_the_reactions_before_it_and_nothing_after() -> TestResult
+{
+    let store = InMemoryStore::new();
+    open(&store, &[("ada", 500), ("bob", 0)]).await?;
+    let first = ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 10),
+        &CommandContext::new(),
+    )
+    .await;
+    let second = ask(
+        &store,
+        "m2",
+        asked("ada", "bob", 20),
+        &CommandContext::new(),
+    )
+    .await;
+    let poison = ask(
+        &store,
+        "m3",
+        asked("ada", "bob", 13),
+        &CommandContext::new(),
+    )
+    .await;
+    ask(
+        &store,
+        "m4",
+        asked("ada", "bob", 40),
+        &CommandContext::new(),
+    )
+    .await;
+    // One batch holds all four requests: the first two commit together.
+    let running = Projections::new(store.clone())
+        .saga(Moves::default())
+        .start()?;
+    let error = running.wait_for("moves", poison).await.expect_err("fails");
+    assert!(error.to_string().contains("thirteen"), "{error}");
+    let taken: Vec<String> = all_events(&store)
+        .await
+        .iter()
+        .filter(|e| e.event_type.as_str() == "Taken")
+        .map(|e| e.payload.as_str().to_owned())
+        .collect();
+    assert_eq!(taken.len(), 2, "m1 and m2 only: {taken:?}");
+    assert!(first < second);
+    let tracking = store.load_checkpoint("moves").await?.expect("tracked");
+    assert_eq!(tracking.position, Position(poison.0 - 1));
+    running.stop().await;
     Ok(())
 }

@@ -315,6 +315,7 @@ fn checkpoint_cases() -> Vec<Case<dyn CheckpointedStore>> {
     cases.extend(cases![
         13 tracking::tracked_append_commits_events_and_checkpoint_together,
         13 tracking::tracked_append_at_or_before_the_checkpoint_fails_with_already_tracked,
+        13 tracking::tracked_range_from_at_or_before_the_checkpoint_fails_with_already_tracked,
         13 tracking::tracked_append_with_a_conflict_leaves_the_checkpoint,
         13 tracking::retry_of_committed_tracked_append_returns_original_result,
         13 tracking::racing_tracked_appends_of_one_position_exactly_one_wins,

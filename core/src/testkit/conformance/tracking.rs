@@ -129,6 +129,50 @@ pub(crate) async fn tracked_append_at_or_before_the_checkpoint_fails_with_alread
     Ok(())
 }
 
+/// Guarantee 13: an append covering several positions is refused if the
+/// checkpoint is at or past the first of them, though below the last, and
+/// commits when it is below the first.
+pub(crate) async fn tracked_range_from_at_or_before_the_checkpoint_fails_with_already_tracked(
+    store: Arc<dyn CheckpointedStore>,
+    _: Options,
+) -> CaseResult {
+    let s = stream("shipment-1");
+    let stored = checkpoint(5, 1);
+    store
+        .append(tracked(&s, ExpectedVersion::NoStream, stored))
+        .await
+        .step("first reaction")?;
+    let head = store.head().await.step("head")?;
+    let overlapping = AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, events(0..1))
+        .track_from(SAGA, Position(4), checkpoint(9, 1));
+    let result = store.append(overlapping).await;
+    ensure!(
+        matches!(
+            &result,
+            Err(AppendError::AlreadyTracked {
+                stored: Position(5),
+                requested: Position(4),
+                ..
+            })
+        ),
+        "reactions from 4 to 9 with the checkpoint at 5 gave {result:?}"
+    );
+    unchanged(&store, head, Some(stored), "reactions from 4 to 9").await?;
+    let to = checkpoint(9, 1);
+    let after = AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, events(1..2)).track_from(
+        SAGA,
+        Position(6),
+        to,
+    );
+    store.append(after).await.step("reactions from 6 to 9")?;
+    let loaded = store.load_checkpoint(SAGA).await.step("load")?;
+    ensure!(
+        loaded == Some(to),
+        "after reactions from 6 to 9: {loaded:?}"
+    );
+    Ok(())
+}
+
 /// Guarantee 13: a tracked append refused for a conflict leaves the
 /// checkpoint where it was, or unset.
 pub(crate) async fn tracked_append_with_a_conflict_leaves_the_checkpoint(
