@@ -16,6 +16,15 @@
 //! fresh state. So there is no moment at which the commands are stored and
 //! the saga does not know it, or the reverse.
 //!
+//! Under load, the reactions to the events of one batch (up to 128
+//! positions) share a unit of work and commit in one such append, each
+//! command still caused by its own event: one disk sync for many
+//! reactions. A later reaction sees what an earlier one decided, as if
+//! they ran one after the other; if one fails, those before it commit on
+//! their own and the failure policy takes over at the failed one. Within
+//! an append, each stream's events stay together, so one reaction's events
+//! are not always at consecutive positions.
+//!
 //! # Instances and their state
 //!
 //! [`Saga::instance`] maps an event to an instance (a transfer's id, say,
