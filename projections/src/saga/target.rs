@@ -45,9 +45,13 @@ const GROUP: usize = 128;
 enum Reacted {
     /// Their append committed, moving the tracking position to the last.
     Committed,
-    /// Nothing to commit (no instance, nothing decided), or committed
-    /// before: the tracking position was not moved by them.
+    /// Nothing to commit (no instance, nothing decided): the tracking
+    /// position was not moved by them.
     Nothing,
+    /// Refused: a runner (this one before a crash, or another) had already
+    /// reacted to every position up to here, in order. Those after it, if
+    /// any, are still to do.
+    DoneThrough(Position),
 }
 
 /// Why a group of reactions did not commit.
@@ -188,7 +192,9 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 Ok(_) => return Ok(Reacted::Committed),
                 // Committed before (by this runner before a crash, or by
                 // another): done, and not done twice.
-                Err(AppendError::AlreadyTracked { .. }) => return Ok(Reacted::Nothing),
+                Err(AppendError::AlreadyTracked { stored, .. }) => {
+                    return Ok(Reacted::DoneThrough(stored))
+                }
                 Err(AppendError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
                 Err(AppendError::Conflict { stream, .. }) => {
                     return Err(Failed::Conflicts {
@@ -233,6 +239,16 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 }
                 Ok(Reacted::Nothing) => {
                     next = end;
+                    continue;
+                }
+                Ok(Reacted::DoneThrough(stored)) => {
+                    // The positions after the stored one are still to do:
+                    // they go again, on their own.
+                    let done = chunk
+                        .iter()
+                        .take_while(|r| events[r.start].position <= stored)
+                        .count();
+                    next += done.max(1);
                     continue;
                 }
                 Err(failed) => failed,
