@@ -44,6 +44,13 @@
 //! instance finishes. Time comes from a [`Clock`]: [`SystemClock`] by
 //! default, [`ManualClock`] in tests.
 //!
+//! # One runner per saga
+//!
+//! Run a saga in one process at a time. A second runner of the same saga
+//! (an old process still stopping, say) is safe: the store refuses what
+//! the other already committed, and it never acts twice. But it does the
+//! work twice to find that out.
+//!
 //! # Causation and correlation
 //!
 //! The commands of a reaction carry the triggering event's id as their
