@@ -100,6 +100,12 @@ impl<P: SqliteProjection> ReadModel<P> {
             main,
             shadow: None,
         };
+        if checkpoint.version == P::VERSION {
+            // Nothing to rebuild: a shadow left by a rebuild that was
+            // swapped in (and stopped before removing it), or one of
+            // another version, is of no use.
+            remove_database(&model.shadow_path())?;
+        }
         Ok((model, checkpoint))
     }
 
