@@ -67,8 +67,11 @@ impl<const V: u32> SqliteProjection for Balances<V> {
     }
 }
 
+/// A model's balances by account, and the versions that wrote them.
+type Model = (BTreeMap<String, i64>, Vec<i64>);
+
 /// The model's rows, and the versions that wrote them.
-fn model(path: &Path) -> Result<(BTreeMap<String, i64>, Vec<i64>), Box<dyn Error>> {
+fn model(path: &Path) -> Result<Model, Box<dyn Error>> {
     let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut rows = db.prepare("SELECT account, cents, built_by FROM balances")?;
     let mut balances = BTreeMap::new();
