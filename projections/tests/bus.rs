@@ -461,3 +461,29 @@ async fn a_bus_started_live_skips_what_was_committed_before() -> TestResult {
     running.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn stopped_or_dropped_running_bus_publishes_no_more() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    let seen = Arc::default();
+    let _s = bus.subscribe("*", recorder(&seen))?;
+    let running = bus.start().await?;
+    emit(&store, "account-1", "Opened").await?;
+    until(&bus, |c| c.delivered == 1).await?;
+    running.stop().await;
+    emit(&store, "account-1", "Deposited").await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(bus.counts().published, 1);
+
+    // Started again from where it stopped, then dropped.
+    let running = bus.start_at(Position(1))?;
+    until(&bus, |c| c.delivered == 2).await?;
+    drop(running);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    emit(&store, "account-1", "Deposited").await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(bus.counts().published, 2);
+    assert_eq!(positions(&seen), [1, 2]);
+    Ok(())
+}

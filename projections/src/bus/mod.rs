@@ -272,6 +272,12 @@ where
     }
 
     /// Adds a middleware, run on every event after those added before it.
+    /// It may change the event (the subscribers see the change), observe
+    /// it, or drop it with [`Flow::Drop`]. A middleware that panics is
+    /// passed over for that event, so that a faulty observer cannot
+    /// silence the bus. A subscriber catching up from the log
+    /// ([`Lag::CatchUp`]) puts the events it re-reads through the
+    /// middleware again, so a middleware may see an event more than once.
     pub fn middleware(
         &self,
         step: impl Fn(&mut RecordedEvent) -> Flow + Send + Sync + 'static,
