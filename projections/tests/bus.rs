@@ -487,3 +487,22 @@ async fn stopped_or_dropped_running_bus_publishes_no_more() -> TestResult {
     assert_eq!(positions(&seen), [1, 2]);
     Ok(())
 }
+
+#[tokio::test]
+async fn restarting_at_an_earlier_position_delivers_those_events_again() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    let seen = Arc::default();
+    let _s = bus.subscribe("*", recorder(&seen))?;
+    let running = bus.start().await?;
+    for _ in 0..3 {
+        emit(&store, "account-1", "Deposited").await?;
+    }
+    until(&bus, |c| c.delivered == 3).await?;
+    running.stop().await;
+    let running = bus.start_at(Position(1))?;
+    until(&bus, |c| c.delivered == 5).await?;
+    assert_eq!(positions(&seen), [1, 2, 3, 2, 3]);
+    running.stop().await;
+    Ok(())
+}

@@ -114,6 +114,9 @@ struct Registry {
     /// Every event up to here has been handed out (or dropped).
     dispatched: Position,
     running: bool,
+    /// Counts the starts: a subscriber that sees a newer run than its own
+    /// takes the new run's start as its floor, even below what it handled.
+    run: u64,
     next_id: u64,
     /// In priority order, higher first; equals in subscription order.
     slots: Vec<Slot>,
@@ -154,11 +157,21 @@ impl<S> Shared<S> {
 
     /// A subscriber's buffer ran empty: it learns whether it is still
     /// behind and what it missed. `None` once it is unsubscribed.
-    pub(crate) fn reached_end(&self, id: u64, handled: &mut Position) -> Option<Gap> {
+    pub(crate) fn reached_end(
+        &self,
+        id: u64,
+        run: &mut u64,
+        handled: &mut Position,
+    ) -> Option<Gap> {
         let mut registry = self.registry();
         let dispatched = registry.dispatched;
         let slot = registry.slots.iter_mut().find(|s| s.id == id)?;
-        *handled = (*handled).max(slot.floor);
+        if slot.run > *run {
+            *run = slot.run;
+            *handled = slot.floor;
+        } else {
+            *handled = (*handled).max(slot.floor);
+        }
         if slot.behind && *handled >= dispatched {
             // Caught up: the dispatcher pushes again from the next event,
             // under this same lock, so nothing falls between.
@@ -188,6 +201,8 @@ impl<S> Shared<S> {
             let item = Item {
                 event: event.clone(),
                 missed_before: slot.missed,
+                run: slot.run,
+                floor: slot.floor,
             };
             match slot.sender.try_send(item) {
                 Ok(()) => slot.missed = 0,
@@ -263,6 +278,7 @@ where
                 registry: Mutex::new(Registry {
                     dispatched: Position::START,
                     running: false,
+                    run: 0,
                     next_id: 0,
                     slots: Vec::new(),
                 }),
@@ -336,7 +352,7 @@ where
         let handler: HandlerFn = Arc::new(move |event| Box::pin(handler(event)));
         let (sender, receiver) = mpsc::channel(options.buffer);
         let closed = Arc::new(AtomicBool::new(false));
-        let id = {
+        let (id, run, floor) = {
             let mut registry = self.shared.registry();
             let id = registry.next_id;
             registry.next_id += 1;
@@ -346,6 +362,7 @@ where
                 .position(|s| s.priority < options.priority)
                 .unwrap_or(registry.slots.len());
             let floor = registry.dispatched;
+            let run = registry.run;
             registry.slots.insert(
                 at,
                 Slot {
@@ -357,9 +374,10 @@ where
                     behind: false,
                     missed: 0,
                     floor,
+                    run,
                 },
             );
-            id
+            (id, run, floor)
         };
         let worker = Worker {
             id,
@@ -369,6 +387,8 @@ where
             options,
             closed: closed.clone(),
             receiver,
+            run,
+            floor,
         };
         tokio::spawn(worker.run());
         let registry: Weak<dyn Unsubscribe> = Arc::downgrade(&self.shared) as Weak<dyn Unsubscribe>;
@@ -399,8 +419,13 @@ where
             }
             registry.running = true;
             registry.dispatched = position;
+            registry.run += 1;
+            let run = registry.run;
             for slot in registry.slots.iter_mut() {
+                // A new run starts every subscriber afresh at `position`.
                 slot.floor = position;
+                slot.run = run;
+                slot.behind = false;
             }
         }
         let (stop, stop_rx) = watch::channel(false);

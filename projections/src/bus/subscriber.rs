@@ -156,6 +156,9 @@ pub(crate) struct Item {
     pub(crate) event: Arc<RecordedEvent>,
     /// Events missed just before this one ([`Lag::Skip`]).
     pub(crate) missed_before: u64,
+    /// The run of the bus that pushed it, and where that run started.
+    pub(crate) run: u64,
+    pub(crate) floor: Position,
 }
 
 /// A subscriber as the dispatcher sees it, kept in priority order.
@@ -172,6 +175,8 @@ pub(crate) struct Slot {
     /// It wants nothing at or before this position (where it subscribed,
     /// or where the bus started).
     pub(crate) floor: Position,
+    /// The run of the bus `floor` belongs to.
+    pub(crate) run: u64,
 }
 
 /// A live subscription; dropping it (or [`unsubscribe`](Self::unsubscribe))
@@ -230,11 +235,15 @@ pub(crate) struct Worker<S> {
     pub(crate) options: SubscribeOptions,
     pub(crate) closed: Arc<AtomicBool>,
     pub(crate) receiver: mpsc::Receiver<Item>,
+    /// The run of the bus it follows, and the position it subscribed at.
+    pub(crate) run: u64,
+    pub(crate) floor: Position,
 }
 
 impl<S: EventStore + Clone + 'static> Worker<S> {
     pub(crate) async fn run(mut self) {
-        let mut handled = Position::START;
+        let mut handled = self.floor;
+        let mut run = self.run;
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
@@ -244,7 +253,7 @@ impl<S: EventStore + Clone + 'static> Worker<S> {
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
                     // The buffer is empty: a gap, if any, is here.
-                    let Some(gap) = self.shared.reached_end(self.id, &mut handled) else {
+                    let Some(gap) = self.shared.reached_end(self.id, &mut run, &mut handled) else {
                         return;
                     };
                     self.notice(gap.missed);
@@ -259,6 +268,14 @@ impl<S: EventStore + Clone + 'static> Worker<S> {
                 }
             };
             self.notice(item.missed_before);
+            if item.run < run {
+                // Pushed by a run of the bus that has ended.
+                continue;
+            }
+            if item.run > run {
+                run = item.run;
+                handled = item.floor;
+            }
             if item.event.position <= handled {
                 // Already read by a catch-up.
                 continue;
