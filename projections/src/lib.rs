@@ -20,6 +20,10 @@
 //!   aggregates, each committed with the saga's position in one append,
 //!   with durable deadlines (see [`saga`]).
 //!
+//! - **Event bus** ([`bus::EventBus`]): committed events handed to
+//!   in-process subscribers by pattern (`account.*`), at most once across
+//!   a crash; for work that may be lost.
+//!
 //! [`Projections`] runs several of them, each in a task of its own: it
 //! catches up from its checkpoint in bounded batches, then follows live
 //! commits, woken by the store's head watch (with a poll for commits a
@@ -92,6 +96,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bus;
 mod envelope;
 mod error;
 mod panic;
