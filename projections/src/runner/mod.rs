@@ -149,7 +149,7 @@ where
         let unknown = projection.on_unknown_event();
         let target = SqliteTarget::new(path, projection);
         self.register::<P::Events>(P::NAME, P::VERSION, policy, unknown, skipped, move |_| {
-            Box::new(target)
+            (Box::new(target) as Box<dyn Target<_>>, None)
         })
     }
 
@@ -184,7 +184,7 @@ where
         policy: crate::projection::FailurePolicy,
         unknown: crate::projection::UnknownEvents,
         skipped: ListSkipped,
-        target: impl FnOnce(&Context) -> Box<dyn Target<E>> + 'static,
+        target: impl FnOnce(&Context) -> (Box<dyn Target<E>>, Option<JoinHandle<()>>) + 'static,
     ) -> Self {
         if let Err(error) = check_name(name) {
             self.invalid.get_or_insert(error);
@@ -207,9 +207,18 @@ where
         let store = self.store.clone();
         let start = Box::new(move |ctx: Context| {
             let source = Source::<S, E>::new(store, name, upcasters, unknown, ctx.batch_size);
-            let target = target(&ctx);
+            // A task that works beside the follower (a saga's deadlines)
+            // is joined with it, so that a stop waits for both.
+            let (target, companion) = target(&ctx);
             let ctx = Context { policy, ..ctx };
-            tokio::spawn(Follower::new(source, target, ctx).run())
+            let follower = tokio::spawn(Follower::new(source, target, ctx).run());
+            match companion {
+                None => follower,
+                Some(companion) => tokio::spawn(async move {
+                    let _ = follower.await;
+                    let _ = companion.await;
+                }),
+            }
         });
         self.entries.push(Entry {
             name,
@@ -303,7 +312,7 @@ where
         let unknown = projection.on_unknown_event();
         let target = StoreTarget::new(projection, self.store.clone());
         self.register::<P::Events>(P::NAME, P::VERSION, policy, unknown, skipped, move |_| {
-            Box::new(target)
+            (Box::new(target) as Box<dyn Target<_>>, None)
         })
     }
 
@@ -341,7 +350,7 @@ where
                     store.clone(),
                     ctx.clock.clone(),
                 );
-                Box::new(target)
+                (Box::new(target) as Box<dyn Target<_>>, None)
             },
         );
         let (store, firing, known) = (this.store.clone(), saga, deadlines.clone());
@@ -363,8 +372,11 @@ where
                     ctx.clock.clone(),
                     ctx.stop.clone(),
                 );
-                tokio::spawn(task);
-                Box::new(DeadlineIndex::<G>::new(known))
+                let firing = tokio::spawn(task);
+                (
+                    Box::new(DeadlineIndex::<G>::new(known)) as Box<dyn Target<_>>,
+                    Some(firing),
+                )
             },
         );
         if let Some(entry) = this.entries.iter_mut().find(|e| e.name == index) {

@@ -41,6 +41,19 @@ struct Schedule {
 }
 
 impl Schedule {
+    /// Removes the deadline if it is still the one set by `set_by`.
+    fn remove_set_by(&mut self, instance: &str, name: &str, set_by: EventId) {
+        let key = (instance.to_owned(), name.to_owned());
+        let Some(due) = self.by_name.get(&key).copied() else {
+            return;
+        };
+        let by_due = (due, key.0.clone(), key.1.clone());
+        if self.by_due.get(&by_due).is_some_and(|p| p.set_by == set_by) {
+            self.by_due.remove(&by_due);
+            self.by_name.remove(&key);
+        }
+    }
+
     fn remove(&mut self, instance: &str, name: &str) {
         let key = (instance.to_owned(), name.to_owned());
         if let Some(due) = self.by_name.remove(&key) {
@@ -274,7 +287,11 @@ pub(crate) async fn fire<G, C>(
         match fire_one(&*saga, &store, &clock, &instance, deadline, &pending).await {
             Ok(()) => {
                 failures.remove(&(instance.clone(), name.clone()));
-                deadlines.schedule().remove(&instance, &name);
+                // Only this setting of it: the reaction may have set it
+                // again, and the index may have seen that already.
+                deadlines
+                    .schedule()
+                    .remove_set_by(&instance, &name, pending.set_by);
             }
             Err(error) => {
                 let tries = failures
@@ -284,7 +301,9 @@ pub(crate) async fn fire<G, C>(
                 if *tries >= FIRE_ATTEMPTS {
                     give_up(&checkpoints, index, &pending, error).await;
                     failures.remove(&(instance.clone(), name.clone()));
-                    deadlines.schedule().remove(&instance, &name);
+                    deadlines
+                        .schedule()
+                        .remove_set_by(&instance, &name, pending.set_by);
                 } else {
                     let pause = Duration::from_millis(100 << (*tries).min(6));
                     tokio::select! {
@@ -319,7 +338,7 @@ async fn fire_one<G: Saga>(
             instance.to_owned(),
             clock.now(),
             input,
-            Some(&name),
+            Some((&name, deadline.due)),
         )
         .await?;
         let request = unit.append_request();

@@ -61,8 +61,9 @@ enum Failed {
         index: usize,
         error: String,
     },
-    /// The append kept meeting conflicts.
-    Conflicts {
+    /// The append kept meeting conflicts, or was refused (too large, say):
+    /// the positions go again one at a time, to find the one at fault.
+    Refused {
         error: String,
     },
     Run(RunError),
@@ -76,7 +77,7 @@ pub(crate) async fn react_once<G: Saga>(
     id: String,
     now: annals_core::Timestamp,
     input: Input<'_, G::Events>,
-    fired: Option<&str>,
+    fired: Option<(&str, annals_core::Timestamp)>,
 ) -> Result<annals_core::Unit<SagaStore>, String> {
     let instance = unit
         .load::<Instance<G>>(&id)
@@ -85,14 +86,15 @@ pub(crate) async fn react_once<G: Saga>(
     if instance.finished {
         return Ok(unit);
     }
-    if let Some(name) = fired {
-        if !instance.deadlines.contains_key(name) {
-            // Fired or cancelled meanwhile: it fires once.
+    if let Some((name, due)) = fired {
+        if instance.deadlines.get(name) != Some(&due) {
+            // Fired, cancelled or moved meanwhile: it fires once, and
+            // only at the time it is set for.
             return Ok(unit);
         }
     }
     let mut reaction = Reaction::new(unit, id, instance, now);
-    if let Some(name) = fired {
+    if let Some((name, _)) = fired {
         // Recorded first: the reaction sees the deadline gone.
         reaction.fired(name);
     }
@@ -197,7 +199,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 }
                 Err(AppendError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
                 Err(AppendError::Conflict { stream, .. }) => {
-                    return Err(Failed::Conflicts {
+                    return Err(Failed::Refused {
                         error: format!(
                             "stream {stream} kept changing underneath the reaction ({CONFLICT_ATTEMPTS} attempts)"
                         ),
@@ -207,8 +209,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                     return Err(Failed::Run(Self::failed("committing a reaction", e)))
                 }
                 Err(other) => {
-                    return Err(Failed::Handler {
-                        index: positions[0].start,
+                    return Err(Failed::Refused {
                         error: format!("the reaction's append was refused: {other}"),
                     })
                 }
@@ -255,7 +256,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
             };
             if chunk.len() == 1 {
                 return Err(match failed {
-                    Failed::Conflicts { error } => Failed::Handler {
+                    Failed::Refused { error } => Failed::Handler {
                         index: chunk[0].start,
                         error,
                     },
@@ -263,9 +264,9 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
                 });
             }
             match failed {
-                // One position at a time, so that only the contended one
-                // is retried.
-                Failed::Conflicts { .. } => {
+                // One position at a time, so that only the contended (or
+                // too large) one fails.
+                Failed::Refused { .. } => {
                     if let Some(position) = Box::pin(self.react_all(events, chunk, 1)).await? {
                         committed = Some(position);
                     }
@@ -320,8 +321,8 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
                     events,
                 })
             }
-            // `react_all` turns lasting conflicts into an event's failure.
-            Err(Failed::Conflicts { error }) => {
+            // `react_all` turns a refusal of one position into its failure.
+            Err(Failed::Refused { error }) => {
                 return Err(ApplyError::Handler {
                     index: 0,
                     error,
