@@ -23,7 +23,8 @@
 //!   following commands live, and `filtered-rebuild`, a projection of one
 //!   category of the log;
 //! - processes (`saga/`): `saga`, transfers between accounts driven by a
-//!   saga while they are requested.
+//!   saga while they are requested;
+//! - the event bus (`bus.rs`): `bus`, the log handed to ten subscribers.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -33,6 +34,7 @@
 //! `_relaxed`.
 
 mod append;
+mod bus;
 mod command;
 mod model;
 mod project;
@@ -53,7 +55,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -67,6 +69,7 @@ const SCENARIOS: [&str; 13] = [
     "live-lag",
     "filtered-rebuild",
     "saga",
+    "bus",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -85,6 +88,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "live-lag" => project::lag(settings, report).await,
         "filtered-rebuild" => project::filtered(settings, report).await,
         "saga" => saga::transfers(settings, report).await,
+        "bus" => bus::subscribers(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }

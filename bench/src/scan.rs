@@ -100,14 +100,16 @@ async fn scan_ours(store: &SqliteStore, read: ReadAll) -> Result<(usize, u64), B
 
 /// Which columns the raw scan selects.
 #[derive(Clone, Copy, PartialEq)]
-enum RawColumns {
+pub(crate) enum RawColumns {
     /// Everything annals returns for an event.
     Envelope,
     /// Only what decoding the payload needs.
     TypeAndPayload,
 }
 
-fn scan_raw(
+/// Reads the whole log in position order with raw rusqlite and decodes
+/// every event; returns how many and the sum of the deposits.
+pub(crate) fn scan_raw(
     path: &Path,
     shape: Shape,
     columns: RawColumns,

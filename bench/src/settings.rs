@@ -33,6 +33,8 @@ scenarios (default size in brackets):
   saga                transfers over 1,000 accounts requested from 64 tasks
                       while a saga debits and credits them; beside one raw
                       two-stream transaction per transfer [10,000 transfers]
+  bus                 the log handed by the event bus to 10 subscribers,
+                      beside a raw scan of it [100,000 events]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short
