@@ -99,6 +99,7 @@ pub struct Projections<S> {
     poll_interval: Duration,
     progress: Option<ProgressFn>,
     clock: Arc<dyn Clock>,
+    jitter_seed: Option<u64>,
 }
 
 impl<S> Projections<S>
@@ -107,7 +108,8 @@ where
 {
     /// No projections yet, over `store`. Defaults: batches of 1,000
     /// events, a poll for commits the head watch cannot see every second,
-    /// no rebuild progress callback, the system's clock.
+    /// no rebuild progress callback, the system's clock, backoff jitter
+    /// seeded by the time.
     pub fn new(store: S) -> Self {
         Projections {
             store,
@@ -117,7 +119,15 @@ where
             poll_interval: Duration::from_secs(1),
             progress: None,
             clock: Arc::new(SystemClock),
+            jitter_seed: None,
         }
+    }
+
+    /// Seeds the random jitter of retry backoffs, so that a test sees the
+    /// same pauses on every run (default: seeded by the time).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
     }
 
     /// The clock sagas' deadlines follow (default: the system's). Tests
@@ -277,6 +287,7 @@ where
                 progress: self.progress.clone(),
                 batch_size: self.batch_size,
                 clock: self.clock.clone(),
+                jitter_seed: self.jitter_seed,
             };
             tasks.push((entry.start)(ctx));
             handles.push(Handle {

@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) batch_size: usize,
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) clock: Arc<dyn crate::saga::Clock>,
+    /// Seeds the backoff's jitter (for tests); the time when `None`.
+    pub(crate) jitter_seed: Option<u64>,
 }
 
 /// A rebuild in progress.
@@ -80,7 +82,7 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
     pub(crate) fn new(source: Source<S, E>, target: Box<dyn Target<E>>, ctx: Context) -> Self {
         let head = source.store.watch_head();
         let version = ctx.version;
-        let rng = SplitMix::seeded(ctx.name);
+        let rng = SplitMix::seeded(ctx.name, ctx.jitter_seed);
         Follower {
             source,
             target,
@@ -572,14 +574,18 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
 struct SplitMix(u64);
 
 impl SplitMix {
-    fn seeded(name: &str) -> Self {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+    /// Seeded by the projection's name and `seed`, or the time when none
+    /// is given.
+    fn seeded(name: &str, seed: Option<u64>) -> Self {
+        let time = seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::from(d.subsec_nanos()))
+        });
         let name = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        SplitMix(name ^ u64::from(time))
+        SplitMix(name ^ time)
     }
 
     /// A number in `[0, 1)`.
