@@ -506,3 +506,111 @@ async fn restarting_at_an_earlier_position_delivers_those_events_again() -> Test
     running.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+/// A catch-up runs the middleware before the pattern, as live delivery
+/// does: a renamed event reaches the subscriber of its new name either way.
+async fn catch_up_applies_middleware_before_the_pattern_as_live_delivery_does() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    bus.middleware(|event| {
+        if event.event_type.as_str() == "Deposited" {
+            event.event_type = annals_core::EventType::new("MoneyIn").expect("valid");
+        }
+        Flow::Continue
+    });
+    let seen = Arc::default();
+    let tiny = SubscribeOptions::new().buffer(1).lag(Lag::CatchUp);
+    let _slow = bus.subscribe_with("account.MoneyIn", tiny, slow_recorder(&seen))?;
+    let running = bus.start().await?;
+    for _ in 0..20 {
+        emit(&store, "account-1", "Deposited").await?;
+    }
+    until(&bus, |c| c.published == 20).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = positions(&seen);
+    assert_eq!(
+        got,
+        (1..=20).collect::<Vec<_>>(),
+        "delivered {} of 20",
+        got.len()
+    );
+    running.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+/// Unsubscribing ends the retries of a delivery in progress.
+async fn unsubscribe_ends_retries_in_progress() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    let opts = SubscribeOptions::new()
+        .retries(u32::MAX)
+        .retry_pause(Duration::from_millis(1));
+    let sub = bus.subscribe_with("*", opts, |_e| async {
+        Err::<(), HandlerError>("no".into())
+    })?;
+    let running = bus.start().await?;
+    emit(&store, "account-1", "Opened").await?;
+    until(&bus, |c| c.attempts > 5).await?;
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = bus.counts().attempts;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = bus.counts().attempts;
+    assert_eq!(a, b, "the handler is still called after unsubscribe");
+    running.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+/// A subscriber that is behind catches up only to where the bus read: a
+/// stopped bus delivers nothing committed after it stopped, and a restart
+/// where it stopped delivers each event once, in order.
+async fn stopped_bus_delivers_nothing_committed_after_it_stopped() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    let seen = Arc::default();
+    let tiny = SubscribeOptions::new().buffer(4).lag(Lag::CatchUp);
+    let _slow = bus.subscribe_with("*", tiny, slow_recorder(&seen))?;
+    let running = bus.start().await?;
+    for _ in 0..50 {
+        emit(&store, "account-1", "Deposited").await?;
+    }
+    until(&bus, |c| c.published == 50).await?;
+    running.stop().await;
+    for _ in 0..5 {
+        emit(&store, "account-1", "Deposited").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = bus.counts();
+    assert_eq!(counts.delivered, 50, "delivered past a stopped bus");
+    // Restarted where it stopped: the five new events, once each.
+    let running = bus.start_at(Position(50))?;
+    until(&bus, |c| c.delivered == 55).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(positions(&seen), (1..=55).collect::<Vec<_>>());
+    running.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+/// Attempts are counted with their outcome: attempts equal delivered plus
+/// failed, even while a handler runs.
+async fn attempts_equal_delivered_plus_failed_while_a_handler_runs() -> TestResult {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store.clone());
+    let _s = bus.subscribe("*", |_e| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    })?;
+    let running = bus.start().await?;
+    emit(&store, "account-1", "Opened").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mid = bus.counts();
+    assert_eq!(mid.attempts, mid.delivered + mid.failed, "{mid:?}");
+    let done = until(&bus, |c| c.delivered == 1).await?;
+    assert_eq!((done.attempts, done.delivered), (1, 1));
+    running.stop().await;
+    Ok(())
+}

@@ -155,6 +155,11 @@ impl<S> Shared<S> {
         Flow::Continue
     }
 
+    /// Every event up to here has been handed out (or dropped).
+    pub(crate) fn dispatched(&self) -> Position {
+        self.registry().dispatched
+    }
+
     /// A subscriber's buffer ran empty: it learns whether it is still
     /// behind and what it missed. `None` once it is unsubscribed.
     pub(crate) fn reached_end(

@@ -295,9 +295,15 @@ impl<S: EventStore + Clone + 'static> Worker<S> {
         }
     }
 
-    /// Reads one page after `handled` from the log and delivers what the
-    /// pattern selects and the middleware lets through.
+    /// Reads one page after `handled` from the log, up to what the bus has
+    /// dispatched (never past where it stopped reading), and delivers what
+    /// the middleware lets through and the pattern selects: in that order,
+    /// as live events are.
     async fn catch_up(&self, handled: &mut Position) {
+        let until = self.shared.dispatched();
+        if *handled >= until {
+            return;
+        }
         let limit = self.options.buffer.min(annals_core::store::MAX_READ_LIMIT);
         let page = match self
             .shared
@@ -317,14 +323,18 @@ impl<S: EventStore + Clone + 'static> Worker<S> {
                 return;
             }
             let position = event.position;
-            if self.pattern.matches(&event)
-                && self.shared.run_middleware(&mut event) == Flow::Continue
+            if position > until {
+                *handled = until;
+                return;
+            }
+            if self.shared.run_middleware(&mut event) == Flow::Continue
+                && self.pattern.matches(&event)
             {
                 self.deliver(&event).await;
             }
             *handled = position;
         }
-        *handled = (*handled).max(page.read_through);
+        *handled = (*handled).max(page.read_through.min(until));
     }
 
     /// Calls the handler, trying again after a failure as often as the
@@ -335,11 +345,18 @@ impl<S: EventStore + Clone + 'static> Worker<S> {
             if attempt > 0 && !self.options.retry_pause.is_zero() {
                 tokio::time::sleep(self.options.retry_pause).await;
             }
-            Counters::add(&counts.attempts);
+            // Unsubscribed meanwhile: no more attempts.
+            if attempt > 0 && self.closed.load(Ordering::SeqCst) {
+                return;
+            }
             let handler = self.handler.clone();
             let event = event.clone();
             let call = AssertUnwindSafe(async move { handler(event).await }).catch_unwind();
-            match call.await {
+            let outcome = call.await;
+            // Counted with its outcome, so that attempts always equal
+            // delivered plus failed.
+            Counters::add(&counts.attempts);
+            match outcome {
                 Ok(Ok(())) => {
                     Counters::add(&counts.delivered);
                     return;
