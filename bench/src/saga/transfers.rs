@@ -204,6 +204,8 @@ impl Saga for Transfers {
     type Events = TransferInput;
     type State = Progress;
     const NAME: &'static str = "transfers";
+    // Transfers here never wait: no deadline index to follow.
+    const DEADLINES: bool = false;
 
     fn instance(&self, event: &Envelope<TransferInput>) -> Option<String> {
         match &event.event {

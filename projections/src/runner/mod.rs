@@ -331,7 +331,8 @@ where
     /// with the saga's tracking position in one append. Its deadlines are
     /// followed by a second entry, `{NAME}.deadlines`, which lives in
     /// memory and fires them when due; a deadline that cannot be fired is
-    /// listed among that entry's skipped events.
+    /// listed among that entry's skipped events. A saga whose
+    /// [`DEADLINES`](Saga::DEADLINES) is `false` has no such entry.
     pub fn saga<G: Saga>(self, saga: G) -> Self {
         if let Err(error) = annals_core::store::check_category(G::NAME) {
             let mut this = self;
@@ -364,6 +365,9 @@ where
                 (Box::new(target) as Box<dyn Target<_>>, None)
             },
         );
+        if !G::DEADLINES {
+            return this;
+        }
         let (store, firing, known) = (this.store.clone(), saga, deadlines.clone());
         let due = deadlines.clone();
         let mut this = this.register::<IndexEvent<G>>(

@@ -135,6 +135,12 @@ pub trait Saga: Sized + Send + Sync + 'static {
     /// and of a projection's name.
     const NAME: &'static str;
 
+    /// Whether the saga sets deadlines (default `true`). A saga that never
+    /// does says `false`: the runner then keeps no deadline index, which
+    /// spares it a read of the saga's own streams after its commits, and a
+    /// reaction that schedules a deadline fails.
+    const DEADLINES: bool = true;
+
     /// The instance an event belongs to, or `None` for an event this saga
     /// ignores.
     fn instance(&self, event: &Envelope<Self::Events>) -> Option<String>;

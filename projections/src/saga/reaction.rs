@@ -25,6 +25,8 @@ pub struct Reaction<G: Saga> {
     instance: Instance<G>,
     recorded: Vec<InstanceEvent<<G::State as SagaState>::Event>>,
     now: Timestamp,
+    /// A deadline was asked of a saga that declares none.
+    refused_deadline: bool,
 }
 
 impl<G: Saga> Reaction<G> {
@@ -40,6 +42,7 @@ impl<G: Saga> Reaction<G> {
             instance,
             recorded: Vec::new(),
             now,
+            refused_deadline: false,
         }
     }
 
@@ -91,6 +94,11 @@ impl<G: Saga> Reaction<G> {
     /// Asks to be woken with [`Input::Deadline`](crate::saga::Input::Deadline)
     /// named `name` once `after` has passed. Setting a name again moves it.
     pub fn schedule(&mut self, name: impl Into<String>, after: Duration) {
+        if !G::DEADLINES {
+            // Nothing would fire it: the reaction fails when it ends.
+            self.refused_deadline = true;
+            return;
+        }
         let micros = i64::try_from(after.as_micros()).unwrap_or(i64::MAX);
         let due = Timestamp::from_unix_micros(self.now.as_unix_micros().saturating_add(micros));
         self.push(InstanceEvent::DeadlineSet {
@@ -138,6 +146,13 @@ impl<G: Saga> Reaction<G> {
 
     /// Puts what the reaction recorded into its unit of work.
     pub(crate) async fn into_unit(self) -> Result<Unit<SagaStore>, HandlerError> {
+        if self.refused_deadline {
+            return Err(format!(
+                "saga {} scheduled a deadline, but it declares none (Saga::DEADLINES is false)",
+                G::NAME
+            )
+            .into());
+        }
         if !self.recorded.is_empty() {
             self.unit
                 .execute::<Instance<G>>(&self.id, self.recorded)

@@ -700,3 +700,73 @@ async fn failed_reaction_in_a_batch_keeps_the_reactions_before_it_and_nothing_af
     running.stop().await;
     Ok(())
 }
+
+/// Takes from the source on each request, and never sets deadlines.
+struct Takes;
+
+#[annals_projections::async_trait]
+impl Saga for Takes {
+    type Events = MoveInput;
+    type State = MoveState;
+    const NAME: &'static str = "takes";
+    const DEADLINES: bool = false;
+
+    fn instance(&self, event: &Envelope<MoveInput>) -> Option<String> {
+        matches!(event.event, MoveInput::Move(_)).then(|| event.stream_id.id().to_owned())
+    }
+
+    async fn react(
+        &self,
+        reaction: &mut Reaction<Self>,
+        input: Input<'_, MoveInput>,
+    ) -> Result<(), HandlerError> {
+        let Input::Event(envelope) = input else {
+            return Ok(());
+        };
+        if let MoveInput::Move(MoveEvent::MoveAsked { from, cents, .. }) = &envelope.event {
+            if *cents >= 1_000 {
+                // Not allowed: this saga declares no deadlines.
+                reaction.schedule("expire", Duration::from_secs(60));
+            }
+            let id = reaction.instance().to_owned();
+            reaction
+                .execute::<Purse>(from, PurseCommand::Take(*cents, id))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_without_deadlines_keeps_no_index_and_refuses_to_schedule_one() -> TestResult {
+    let store = InMemoryStore::new();
+    open(&store, &[("ada", 5_000)]).await?;
+    let running = Projections::new(store.clone()).saga(Takes).start()?;
+    let names: Vec<&str> = running.status().iter().map(|s| s.name).collect();
+    assert_eq!(names, ["takes"], "no deadline index");
+    ask(
+        &store,
+        "m1",
+        asked("ada", "bob", 100),
+        &CommandContext::new(),
+    )
+    .await;
+    running.wait_settled().await?;
+    assert_eq!(cents(&store, "ada").await, 4_900);
+    let big = ask(
+        &store,
+        "m2",
+        asked("ada", "bob", 2_000),
+        &CommandContext::new(),
+    )
+    .await;
+    let error = running.wait_for("takes", big).await.expect_err("fails");
+    assert!(error.to_string().contains("declares none"), "{error}");
+    assert_eq!(
+        cents(&store, "ada").await,
+        4_900,
+        "nothing of the failed reaction"
+    );
+    running.stop().await;
+    Ok(())
+}
