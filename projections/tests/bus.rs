@@ -614,3 +614,19 @@ async fn attempts_equal_delivered_plus_failed_while_a_handler_runs() -> TestResu
     running.stop().await;
     Ok(())
 }
+
+/// Outside a runtime, subscribing and starting fail with a typed error and
+/// leave nothing registered.
+#[test]
+fn subscribing_or_starting_outside_a_runtime_fails_with_no_runtime() {
+    let store = InMemoryStore::new();
+    let bus = EventBus::new(store);
+    let subscribed = bus.subscribe("*", |_event| async { Ok(()) });
+    assert!(matches!(subscribed, Err(SubscribeError::NoRuntime)));
+    let started = bus.start_at(Position::START);
+    assert!(matches!(
+        started,
+        Err(annals_projections::bus::BusStartError::NoRuntime)
+    ));
+    assert_eq!(bus.counts().published, 0);
+}

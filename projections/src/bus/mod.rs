@@ -319,8 +319,8 @@ where
     /// Subscribes `handler` to the events `pattern` selects, with the
     /// default [`SubscribeOptions`]. The handler gets each event (decode
     /// it with [`RecordedEvent::decode`]). It receives events dispatched
-    /// after this call. Needs a tokio runtime: the subscriber runs in a
-    /// task of its own.
+    /// after this call. The subscriber runs in a task of its own: outside
+    /// a tokio runtime this fails with [`SubscribeError::NoRuntime`].
     pub fn subscribe<F, Fut>(
         &self,
         pattern: &str,
@@ -354,6 +354,10 @@ where
                 reason: "must be at least 1",
             });
         }
+        // Checked before anything is registered, so that a refusal leaves
+        // nothing behind.
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
         let handler: HandlerFn = Arc::new(move |event| Box::pin(handler(event)));
         let (sender, receiver) = mpsc::channel(options.buffer);
         let closed = Arc::new(AtomicBool::new(false));
@@ -395,7 +399,7 @@ where
             run,
             floor,
         };
-        tokio::spawn(worker.run());
+        runtime.spawn(worker.run());
         let registry: Weak<dyn Unsubscribe> = Arc::downgrade(&self.shared) as Weak<dyn Unsubscribe>;
         Ok(Subscription::new(id, closed, registry))
     }
@@ -411,6 +415,8 @@ where
     /// application saved, say), in a task on the current tokio runtime.
     /// Fails if the bus is running already or the poll interval is zero.
     pub fn start_at(&self, position: Position) -> Result<RunningBus, BusStartError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| BusStartError::NoRuntime)?;
         {
             let mut registry = self.shared.registry();
             if registry.running {
@@ -434,7 +440,7 @@ where
             }
         }
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(follow(self.shared.clone(), position, stop_rx));
+        let task = runtime.spawn(follow(self.shared.clone(), position, stop_rx));
         Ok(RunningBus {
             stop,
             task: Some(task),
@@ -522,6 +528,10 @@ pub enum BusStartError {
     /// The bus is running already: stop it first, or keep using it.
     #[error("the bus is running already")]
     AlreadyRunning,
+    /// Called outside a tokio runtime: the bus follows the log in a task,
+    /// so start it from within one.
+    #[error("starting the bus needs a tokio runtime: call it from within one")]
+    NoRuntime,
     /// A setting is out of range: fix the setting.
     #[error("invalid bus option {setting}: {reason}")]
     InvalidOptions {

@@ -149,6 +149,10 @@ pub enum SubscribeError {
         /// What it must be.
         reason: &'static str,
     },
+    /// Called outside a tokio runtime: a subscriber runs in a task, so
+    /// subscribe from within one.
+    #[error("subscribing needs a tokio runtime: call it from within one")]
+    NoRuntime,
 }
 
 /// An event waiting in a subscriber's buffer.
