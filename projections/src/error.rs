@@ -118,6 +118,21 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// A store or read model of `projection` failed while it was `doing`.
+    pub(crate) fn backend(
+        projection: &'static str,
+        doing: &'static str,
+        source: BackendError,
+    ) -> Self {
+        RunError::Backend {
+            projection,
+            doing,
+            source,
+        }
+    }
+}
+
 fn display_id(id: &Option<EventId>) -> String {
     id.map_or_else(|| "none".to_owned(), |id| id.to_string())
 }

@@ -179,14 +179,11 @@ impl<P: Projection> ProjectionTest<P> {
                     })?;
             }
             self.projection.flush().await.map_err(|error| {
-                run_failure(RunError::Backend {
-                    projection: P::NAME,
-                    doing: "flushing",
-                    source: annals_core::BackendError::new(
-                        annals_core::BackendErrorKind::Other,
-                        error.to_string(),
-                    ),
-                })
+                let source = annals_core::BackendError::new(
+                    annals_core::BackendErrorKind::Other,
+                    error.to_string(),
+                );
+                run_failure(RunError::backend(P::NAME, "flushing", source))
             })?;
             if let Some(bad) = batch.undecodable {
                 return Err(bad.into_failure(P::NAME));
@@ -264,13 +261,7 @@ async fn build<P: SqliteProjection>(
 ) -> Result<(), ProjectionFailure> {
     let store = given.store().await;
     let source = source::<P::Events>(store, P::NAME);
-    let backend = |doing, source| {
-        run_failure(RunError::Backend {
-            projection: P::NAME,
-            doing,
-            source,
-        })
-    };
+    let backend = |doing, source| run_failure(RunError::backend(P::NAME, doing, source));
     let (mut model, mut checkpoint) =
         ReadModel::open(projection, path).map_err(|e| backend("opening the read model", e))?;
     loop {

@@ -23,6 +23,16 @@ pub(crate) struct Undecodable {
 }
 
 impl Undecodable {
+    /// The event of `envelope`, which failed with `error`.
+    pub(crate) fn at<E>(envelope: &Envelope<E>, error: String) -> Self {
+        Undecodable {
+            position: envelope.position,
+            event_id: envelope.event_id,
+            event_type: envelope.event_type.clone(),
+            error,
+        }
+    }
+
     /// The failure of projection `projection` at this event.
     pub(crate) fn into_failure(self, projection: &'static str) -> ProjectionFailure {
         ProjectionFailure::Event {

@@ -36,11 +36,19 @@ impl<P: SqliteProjection> SqliteTarget<P> {
     }
 
     fn failed(doing: &'static str, source: BackendError) -> RunError {
-        RunError::Backend {
-            projection: P::NAME,
+        RunError::backend(P::NAME, doing, source)
+    }
+
+    /// The blocking thread working on the model was lost (it panicked, or
+    /// the runtime shut down).
+    fn thread_failed(doing: &'static str, join: tokio::task::JoinError) -> RunError {
+        Self::failed(
             doing,
-            source,
-        }
+            BackendError::new(
+                annals_core::BackendErrorKind::Other,
+                format!("the read model's thread failed: {join}"),
+            ),
+        )
     }
 
     /// Runs `work` on the model on a blocking thread.
@@ -63,15 +71,7 @@ impl<P: SqliteProjection> SqliteTarget<P> {
             (model, result)
         })
         .await
-        .map_err(|join| {
-            Self::failed(
-                doing,
-                BackendError::new(
-                    annals_core::BackendErrorKind::Other,
-                    format!("the read model's thread failed: {join}"),
-                ),
-            )
-        })?;
+        .map_err(|join| Self::thread_failed(doing, join))?;
         self.model = Some(model);
         Ok(result)
     }
@@ -84,18 +84,11 @@ impl<P: SqliteProjection> Target<P::Events> for SqliteTarget<P> {
             return Ok(None);
         };
         let path = self.path.clone();
+        let doing = "opening the read model";
         let opened = tokio::task::spawn_blocking(move || ReadModel::open(projection, &path))
             .await
-            .map_err(|join| {
-                Self::failed(
-                    "opening the read model",
-                    BackendError::new(
-                        annals_core::BackendErrorKind::Other,
-                        format!("the read model's thread failed: {join}"),
-                    ),
-                )
-            })?
-            .map_err(|e| Self::failed("opening the read model", e))?;
+            .map_err(|join| Self::thread_failed(doing, join))?
+            .map_err(|e| Self::failed(doing, e))?;
         let (model, checkpoint) = opened;
         self.model = Some(model);
         Ok(Some(checkpoint))
@@ -161,11 +154,7 @@ impl<P: Projection, C: CheckpointStore> StoreTarget<P, C> {
     }
 
     fn failed(doing: &'static str, source: BackendError) -> RunError {
-        RunError::Backend {
-            projection: P::NAME,
-            doing,
-            source,
-        }
+        RunError::backend(P::NAME, doing, source)
     }
 
     /// Calls a handler, turning a panic into an error.

@@ -243,11 +243,10 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
         let position = self.cursor.position;
         tokio::select! {
             moved = self.head.wait_past(position) => {
-                moved.map_err(|_| run_failure(RunError::Backend {
-                    projection: self.ctx.name,
-                    doing: "waiting for commits",
-                    source: annals_core::BackendError::closed(),
-                }))?;
+                moved.map_err(|_| {
+                    let closed = annals_core::BackendError::closed();
+                    run_failure(RunError::backend(self.ctx.name, "waiting for commits", closed))
+                })?;
                 Ok(None)
             }
             () = tokio::time::sleep(self.ctx.poll_interval) => Ok(None),
@@ -311,13 +310,7 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                     index,
                     error,
                 }) => {
-                    let failing = &events[index];
-                    let failed = Undecodable {
-                        position: failing.position,
-                        event_id: failing.event_id,
-                        event_type: failing.event_type.clone(),
-                        error,
-                    };
+                    let failed = Undecodable::at(&events[index], error);
                     self.hand_on_before(events, failed.position).await?;
                     return self.on_failure(failed).await.map(|()| (false, None));
                 }
@@ -365,16 +358,7 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                 events,
                 index,
                 error,
-            }) => {
-                let failing = &events[index];
-                Err(ProjectionFailure::Event {
-                    projection: self.ctx.name,
-                    position: failing.position,
-                    event_id: failing.event_id,
-                    event_type: failing.event_type.clone(),
-                    error,
-                })
-            }
+            }) => Err(Undecodable::at(&events[index], error).into_failure(self.ctx.name)),
         }
     }
 
@@ -426,14 +410,14 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
                         Ok(())
                     }
                     Err(ApplyError::Run(e)) => Err(run_failure(e)),
-                    Err(ApplyError::Handler { error, .. }) => Err(run_failure(RunError::Backend {
-                        projection: self.ctx.name,
-                        doing: "recording a skipped event",
-                        source: annals_core::BackendError::new(
+                    Err(ApplyError::Handler { error, .. }) => {
+                        let source = annals_core::BackendError::new(
                             annals_core::BackendErrorKind::Other,
                             error,
-                        ),
-                    })),
+                        );
+                        let doing = "recording a skipped event";
+                        Err(run_failure(RunError::backend(self.ctx.name, doing, source)))
+                    }
                 }
             }
             // `Stop`, and whatever a later policy may be.

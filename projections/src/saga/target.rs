@@ -135,11 +135,7 @@ impl<G: Saga, C: CheckpointStore> SagaTarget<G, C> {
     }
 
     fn failed(doing: &'static str, source: BackendError) -> RunError {
-        RunError::Backend {
-            projection: G::NAME,
-            doing,
-            source,
-        }
+        RunError::backend(G::NAME, doing, source)
     }
 
     /// Reacts to the events of `positions` (ranges of `events`, one per
@@ -358,14 +354,14 @@ impl<G: Saga, C: CheckpointStore + 'static> Target<G::Events> for SagaTarget<G, 
 
 /// A saga's reactions are commands: replaying them would issue them again.
 fn not_rebuilt<G: Saga>() -> RunError {
-    RunError::Backend {
-        projection: G::NAME,
-        doing: "rebuilding",
-        source: BackendError::new(
+    RunError::backend(
+        G::NAME,
+        "rebuilding",
+        BackendError::new(
             annals_core::BackendErrorKind::Other,
             "a saga is never rebuilt: replaying its reactions would issue their commands again",
         ),
-    }
+    )
 }
 
 /// The store a saga's units of work run on, from the runner's store.
