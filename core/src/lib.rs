@@ -37,6 +37,8 @@ mod memory;
 mod payload;
 mod read;
 mod repository;
+mod request_book;
+mod requests;
 mod snapshot;
 mod upcaster;
 mod upcasting;
@@ -65,6 +67,10 @@ pub use read::{Direction, LogFilter, Page, ReadAll, ReadError, ReadStream};
 pub use repository::{
     AggregateError, CacheSize, CommandContext, CommandError, Done, Executed, LoadError, Loaded,
     Repository, RetryPolicy, Unit, UnitOfWork,
+};
+pub use requests::{
+    later, AttemptError, Claim, Finish, HandlerRequest, HandlerStore, NewRequest, RequestCounts,
+    RequestFilter, RequestId, RequestStatus, CLAIM_EXPIRED,
 };
 pub use snapshot::{SnapshotError, SnapshotPolicy, SnapshotStore};
 

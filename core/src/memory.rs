@@ -21,6 +21,11 @@ use crate::error::{BackendError, BackendErrorKind};
 use crate::event::{EventId, Position, RecordedEvent, Timestamp};
 use crate::id::StreamId;
 use crate::read::{Direction, Page, ReadAll, ReadError, ReadStream};
+use crate::request_book::RequestBook;
+use crate::requests::{
+    Claim, Finish, HandlerRequest, HandlerStore, NewRequest, RequestCounts, RequestFilter,
+    RequestId,
+};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotStore};
 
 /// An in-memory event store. Clones share the same log.
@@ -59,6 +64,8 @@ struct Log {
     snapshots: HashMap<StreamId, Snapshot>,
     /// Each follower's checkpoint and the events it skipped, by position.
     checkpoints: HashMap<String, Follower>,
+    /// Durable handlers' requests.
+    requests: RequestBook,
 }
 
 /// What the store keeps for one named follower of the log.
@@ -338,5 +345,81 @@ impl CheckpointStore for InMemoryStore {
     async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
         self.log()?.checkpoints.remove(name);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl HandlerStore for InMemoryStore {
+    async fn enqueue_requests(
+        &self,
+        checkpoints: &[(String, Checkpoint)],
+        requests: &[NewRequest],
+        now: Timestamp,
+    ) -> Result<(), BackendError> {
+        let mut log = self.log()?;
+        for (name, checkpoint) in checkpoints {
+            let follower = log.checkpoints.entry(name.clone()).or_default();
+            if follower
+                .checkpoint
+                .is_none_or(|stored| stored.position <= checkpoint.position)
+            {
+                follower.checkpoint = Some(*checkpoint);
+            }
+        }
+        log.requests.enqueue(requests, now);
+        Ok(())
+    }
+
+    async fn claim_requests(&self, claim: &Claim) -> Result<Vec<HandlerRequest>, BackendError> {
+        Ok(self.log()?.requests.claim(claim))
+    }
+
+    async fn renew_claims(
+        &self,
+        owner: &str,
+        ids: &[RequestId],
+        until: Timestamp,
+    ) -> Result<(), BackendError> {
+        self.log()?.requests.renew(owner, ids, until);
+        Ok(())
+    }
+
+    async fn finish_request(
+        &self,
+        id: RequestId,
+        owner: &str,
+        finish: Finish,
+        now: Timestamp,
+    ) -> Result<bool, BackendError> {
+        Ok(self.log()?.requests.finish(id, owner, finish, now))
+    }
+
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        now: Timestamp,
+    ) -> Result<Vec<HandlerRequest>, BackendError> {
+        Ok(self.log()?.requests.list(filter, now))
+    }
+
+    async fn requeue_requests(
+        &self,
+        filter: &RequestFilter,
+        now: Timestamp,
+    ) -> Result<u64, BackendError> {
+        Ok(self.log()?.requests.requeue(filter, now))
+    }
+
+    async fn discard_request(
+        &self,
+        id: RequestId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, BackendError> {
+        Ok(self.log()?.requests.discard(id, reason, now))
+    }
+
+    async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError> {
+        Ok(self.log()?.requests.counts(now))
     }
 }

@@ -22,3 +22,11 @@ async fn in_memory_store_keeps_the_checkpoint_contract() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_store_keeps_the_handler_request_contract() {
+    conformance::run_handler_requests(|| async {
+        Ok::<_, std::convert::Infallible>(InMemoryStore::new())
+    })
+    .await;
+}

@@ -75,6 +75,7 @@ mod blocking;
 mod error;
 mod options;
 mod read;
+mod requests;
 mod row;
 mod schema;
 mod store;

@@ -1,8 +1,8 @@
 //! [`SqliteStore`]: the store contract on one SQLite file.
 //!
 //! The store itself only wires its parts together: the writer (appends,
-//! snapshots and checkpoints), the read pool (every query), and the head (what watchers
-//! see).
+//! snapshots, checkpoints and handler requests), the read pool (every
+//! query), and the head (what watchers see).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Checkpoint,
-    CheckpointStore, EventStore, HeadWatch, Limits, Page, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore, StreamId,
+    CheckpointStore, Claim, EventStore, Finish, HandlerRequest, HandlerStore, HeadWatch, Limits,
+    NewRequest, Page, Position, ReadAll, ReadError, ReadStream, RecordedEvent, RequestCounts,
+    RequestFilter, RequestId, SkippedEvent, SnapshotError, SnapshotStore, StreamId, Timestamp,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -19,6 +20,7 @@ use rusqlite::Connection;
 use crate::error::{backend, OpenError};
 use crate::options::{Access, SqliteOptions};
 use crate::read::{self, ReadPool};
+use crate::requests::{RequestAnswer, RequestWork};
 use crate::schema;
 use crate::watch::Head;
 use crate::writer::{CheckpointSave, Writer};
@@ -310,6 +312,126 @@ impl CheckpointStore for SqliteStore {
     async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
         self.writer()?.reset_checkpoint(name).await
     }
+}
+
+#[async_trait]
+impl HandlerStore for SqliteStore {
+    async fn enqueue_requests(
+        &self,
+        checkpoints: &[(String, Checkpoint)],
+        requests: &[NewRequest],
+        now: Timestamp,
+    ) -> Result<(), BackendError> {
+        let checkpoints = checkpoints
+            .iter()
+            .map(|(name, checkpoint)| CheckpointSave::new(name, *checkpoint, &[]))
+            .collect::<Result<_, _>>()?;
+        self.writer()?
+            .requests(RequestWork::Enqueue {
+                checkpoints,
+                requests: requests.to_vec(),
+                now,
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn claim_requests(&self, claim: &Claim) -> Result<Vec<HandlerRequest>, BackendError> {
+        match self
+            .writer()?
+            .requests(RequestWork::Claim(claim.clone()))
+            .await?
+        {
+            RequestAnswer::Claimed(claimed) => Ok(claimed),
+            _ => Err(mixed_up()),
+        }
+    }
+
+    async fn renew_claims(
+        &self,
+        owner: &str,
+        ids: &[RequestId],
+        until: Timestamp,
+    ) -> Result<(), BackendError> {
+        let work = RequestWork::Renew {
+            owner: owner.to_owned(),
+            ids: ids.to_vec(),
+            until,
+        };
+        self.writer()?.requests(work).await.map(drop)
+    }
+
+    async fn finish_request(
+        &self,
+        id: RequestId,
+        owner: &str,
+        finish: Finish,
+        now: Timestamp,
+    ) -> Result<bool, BackendError> {
+        let work = RequestWork::Finish {
+            id,
+            owner: owner.to_owned(),
+            finish,
+            now,
+        };
+        changed(self.writer()?.requests(work).await?)
+    }
+
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        now: Timestamp,
+    ) -> Result<Vec<HandlerRequest>, BackendError> {
+        self.inner.reads.requests(filter, now).await
+    }
+
+    async fn requeue_requests(
+        &self,
+        filter: &RequestFilter,
+        now: Timestamp,
+    ) -> Result<u64, BackendError> {
+        let work = RequestWork::Requeue {
+            filter: filter.clone(),
+            now,
+        };
+        match self.writer()?.requests(work).await? {
+            RequestAnswer::Count(count) => Ok(count),
+            _ => Err(mixed_up()),
+        }
+    }
+
+    async fn discard_request(
+        &self,
+        id: RequestId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, BackendError> {
+        let work = RequestWork::Discard {
+            id,
+            reason: reason.to_owned(),
+            now,
+        };
+        changed(self.writer()?.requests(work).await?)
+    }
+
+    async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError> {
+        self.inner.reads.request_counts(now).await
+    }
+}
+
+fn changed(answer: RequestAnswer) -> Result<bool, BackendError> {
+    match answer {
+        RequestAnswer::Changed(changed) => Ok(changed),
+        _ => Err(mixed_up()),
+    }
+}
+
+/// The writer answered a write with another kind of answer: a bug.
+fn mixed_up() -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Other,
+        "the writer answered a request write with another kind of answer",
+    )
 }
 
 #[cfg(test)]

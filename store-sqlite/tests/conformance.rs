@@ -35,3 +35,8 @@ async fn sqlite_store_keeps_the_snapshot_contract() {
 async fn sqlite_store_keeps_the_checkpoint_contract() {
     conformance::run_checkpoints(SqliteStore::open_temporary).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_the_handler_request_contract() {
+    conformance::run_handler_requests(SqliteStore::open_temporary).await;
+}

@@ -358,11 +358,12 @@ async fn older_schema_is_migrated_and_its_events_kept() -> TestResult {
 }
 
 #[tokio::test]
-async fn version_3_file_migrates_to_4_keeping_its_events_and_takes_checkpoints() -> TestResult {
+async fn version_3_file_migrates_to_the_newest_keeping_its_events_and_takes_checkpoints(
+) -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("v3.db");
     file_at_schema_version(&path, 3)?;
-    assert_eq!(migrated_schema_version(&path).await?, "4");
+    assert_eq!(migrated_schema_version(&path).await?, "5");
     let store = SqliteStore::open(&path).await?;
     let saved = Checkpoint {
         position: Position(2),

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
-    BackendError, Checkpoint, Direction, Page, Payload, Position, ReadAll, ReadError, ReadStream,
-    RecordedEvent, SkippedEvent, SnapshotError, StreamId, Timestamp,
+    BackendError, Checkpoint, Direction, HandlerRequest, Page, Payload, Position, ReadAll,
+    ReadError, ReadStream, RecordedEvent, RequestCounts, RequestFilter, SkippedEvent,
+    SnapshotError, StreamId, Timestamp,
 };
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
@@ -144,6 +145,26 @@ impl ReadPool {
     ) -> Result<Vec<SkippedEvent>, BackendError> {
         let name = name.to_owned();
         self.run(move |conn| checkpoints::skipped_events(conn, &name))
+            .await
+    }
+
+    /// Durable handlers' requests the filter matches.
+    pub(crate) async fn requests(
+        self: &Arc<Self>,
+        filter: &RequestFilter,
+        now: Timestamp,
+    ) -> Result<Vec<HandlerRequest>, BackendError> {
+        let filter = filter.clone();
+        self.run(move |conn| crate::requests::list_requests(conn, &filter, now))
+            .await
+    }
+
+    /// How many requests stand where.
+    pub(crate) async fn request_counts(
+        self: &Arc<Self>,
+        now: Timestamp,
+    ) -> Result<RequestCounts, BackendError> {
+        self.run(move |conn| crate::requests::request_counts(conn, now))
             .await
     }
 

@@ -18,7 +18,7 @@ use crate::error::{backend, OpenError};
 use crate::options::{Durability, SqliteOptions};
 
 /// The newest schema version this code writes and reads.
-pub(crate) const CURRENT: u32 = 4;
+pub(crate) const CURRENT: u32 = 5;
 
 /// Migration `i` takes a file from version `i` to `i + 1`.
 const MIGRATIONS: [&str; CURRENT as usize] = [
@@ -26,6 +26,7 @@ const MIGRATIONS: [&str; CURRENT as usize] = [
     include_str!("v2.sql"),
     include_str!("v3.sql"),
     include_str!("v4.sql"),
+    include_str!("v5.sql"),
 ];
 
 /// `PRAGMA application_id` of annals files: "annl".

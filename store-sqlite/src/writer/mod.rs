@@ -62,6 +62,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::backend;
 use crate::options::{Durability, SqliteOptions};
+use crate::requests::{RequestAnswer, RequestWork};
 use crate::schema;
 use crate::watch::Head;
 
@@ -190,6 +191,14 @@ impl Writer {
     pub(crate) async fn reset_checkpoint(&self, name: &str) -> Result<(), BackendError> {
         self.checkpoint(Work::ResetCheckpoint(name.to_owned()))
             .await
+    }
+
+    /// A write to durable handlers' requests, in one transaction.
+    pub(crate) async fn requests(&self, work: RequestWork) -> Result<RequestAnswer, BackendError> {
+        match self.submit(Work::Requests(work)).await? {
+            Answer::Requests(result) => result,
+            _ => Err(mixed_up()),
+        }
     }
 
     async fn checkpoint(&self, work: Work) -> Result<(), BackendError> {

@@ -22,6 +22,7 @@ use annals_core::{
 use rusqlite::Connection;
 
 use crate::error::backend;
+use crate::requests::{RequestAnswer, RequestWork};
 use crate::row::to_sql_int;
 use crate::writer::append::{execute, SqliteTarget};
 use crate::writer::checkpoint::{reset_checkpoint, save_checkpoint, CheckpointSave};
@@ -40,6 +41,8 @@ pub(crate) enum Work {
     SaveCheckpoint(CheckpointSave),
     /// A follower's name, whose checkpoint and skipped events to forget.
     ResetCheckpoint(String),
+    /// A write to durable handlers' requests.
+    Requests(RequestWork),
     /// A commit that syncs the WAL (relaxed durability's bound).
     Sync,
 }
@@ -50,6 +53,7 @@ impl Work {
             Work::Append(request) => request.payload_bytes(),
             Work::SaveSnapshot(snapshot) => snapshot.state.len(),
             Work::SaveCheckpoint(save) => save.bytes(),
+            Work::Requests(work) => work.bytes(),
             Work::ResetCheckpoint(_) | Work::Sync => 0,
         }
     }
@@ -60,6 +64,7 @@ impl Work {
             Work::Append(_) => Answer::Append(Err(AppendError::Backend(error))),
             Work::SaveSnapshot(_) => Answer::Snapshot(Err(SnapshotError::Backend(error))),
             Work::SaveCheckpoint(_) | Work::ResetCheckpoint(_) => Answer::Checkpoint(Err(error)),
+            Work::Requests(_) => Answer::Requests(Err(error)),
             Work::Sync => Answer::Sync(Err(error)),
         }
     }
@@ -70,6 +75,7 @@ pub(crate) enum Answer {
     Append(Result<AppendOutcome, AppendError>),
     Snapshot(Result<(), SnapshotError>),
     Checkpoint(Result<(), BackendError>),
+    Requests(Result<RequestAnswer, BackendError>),
     Sync(Result<(), BackendError>),
 }
 
@@ -79,6 +85,7 @@ impl Answer {
             Answer::Append(result) => result.is_err(),
             Answer::Snapshot(result) => result.is_err(),
             Answer::Checkpoint(result) | Answer::Sync(result) => result.is_err(),
+            Answer::Requests(result) => result.is_err(),
         }
     }
 
@@ -96,6 +103,7 @@ impl Answer {
             Answer::Snapshot(Ok(())) => Answer::Snapshot(Err(SnapshotError::Backend(unknown()))),
             Answer::Checkpoint(Ok(())) => Answer::Checkpoint(Err(unknown())),
             Answer::Sync(Ok(())) => Answer::Sync(Err(unknown())),
+            Answer::Requests(Ok(_)) => Answer::Requests(Err(unknown())),
             refused => refused,
         }
     }
@@ -201,6 +209,17 @@ pub(crate) fn run_batch(
                 faults,
                 &mut abandoned,
                 || undo_on_error(reset_checkpoint(conn, name)),
+            )),
+            Work::Requests(work) => Answer::Requests(in_savepoint(
+                conn,
+                &REQUESTS_SAVEPOINT,
+                faults,
+                &mut abandoned,
+                || {
+                    undo_on_error(work.run(conn, |save| {
+                        save_checkpoint(conn, save, faults, recorded_at)
+                    }))
+                },
             )),
             Work::Sync => Answer::Sync(mark_synced(conn, recorded_at)),
         };
@@ -316,6 +335,14 @@ const CHECKPOINT_SAVEPOINT: Savepoint = Savepoint {
     release: "RELEASE checkpoint",
     doing: "writing a checkpoint",
     ending: "ending a checkpoint's savepoint",
+};
+
+const REQUESTS_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT requests",
+    undo: "ROLLBACK TO requests",
+    release: "RELEASE requests",
+    doing: "writing handler requests",
+    ending: "ending a handler request write's savepoint",
 };
 
 /// Runs `write` in a savepoint of the group's transaction, so that it is

@@ -26,6 +26,7 @@ mod idempotency;
 mod json;
 mod races;
 mod reads;
+mod requests;
 mod snapshots;
 mod tracking;
 
@@ -37,7 +38,9 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 
-use crate::{CheckpointStore, EventStore, NewEvent, Payload, SnapshotStore, StreamId};
+use crate::{
+    CheckpointStore, EventStore, HandlerStore, NewEvent, Payload, SnapshotStore, StreamId,
+};
 
 /// What a case returns: `Err` names the broken expectation.
 pub(crate) type CaseResult = Result<(), String>;
@@ -186,6 +189,38 @@ where
     .await;
 }
 
+/// Runs the handler request contract ([`HandlerStore`]'s numbered
+/// guarantees) against fresh stores from `factory`; panics at the end if
+/// any is broken.
+///
+/// Run it on a multi-threaded runtime, so that racing claims really race.
+///
+/// ```
+/// use annals_core::testkit::conformance;
+/// use annals_core::InMemoryStore;
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// conformance::run_handler_requests(|| async { Ok::<_, std::convert::Infallible>(InMemoryStore::new()) }).await;
+/// # }
+/// ```
+pub async fn run_handler_requests<F, Fut, S, E>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+    S: HandlerStore + 'static,
+    E: Debug,
+{
+    run_contract(
+        &request_cases(),
+        factory,
+        |store| Arc::new(store) as Arc<dyn HandlerStore>,
+        Options::default(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
 /// A store that keeps followers' checkpoints beside its log: what the
 /// cases of tracked appends need. Every store that is both is one.
 pub(crate) trait CheckpointedStore: EventStore + CheckpointStore {}
@@ -323,6 +358,21 @@ fn checkpoint_cases() -> Vec<Case<dyn CheckpointedStore>> {
         13 tracking::tracked_append_with_invalid_name_fails_with_invalid_checkpoint_name,
     ]);
     cases
+}
+
+fn request_cases() -> Vec<Case<dyn HandlerStore>> {
+    cases![
+        1 requests::each_pair_is_stored_once_with_its_checkpoint,
+        2 requests::claims_take_priority_then_position,
+        2 requests::racing_claims_never_share_a_request,
+        2 requests::expired_claim_is_claimed_again_with_a_failure,
+        2 requests::ordering_key_holds_only_its_own_key,
+        3 requests::renewed_claim_holds_past_its_lease,
+        4 requests::finishing_records_each_outcome,
+        5 requests::listing_filters_and_pages,
+        6 requests::dead_requests_are_requeued_or_discarded,
+        8 requests::counts_follow_each_status,
+    ]
 }
 
 fn all_cases() -> Vec<Case<dyn EventStore>> {
