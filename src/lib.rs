@@ -69,14 +69,15 @@ mod error;
 
 pub use annals_core::{
     ActualVersion, Aggregate, AggregateError, AppendError, AppendOutcome, AppendRequest,
-    BackendError, BackendErrorKind, CacheSize, Checkpoint, CheckpointStore, CommandContext,
-    CommandError, DecodeError, Direction, DomainEvent, Done, EncodeError, EventDecodeError,
-    EventId, EventSet, EventStore, EventStoreExt, EventType, Executed, ExpectedVersion, HeadWatch,
-    InMemoryStore, InvalidMetadata, InvalidName, Limits, LoadError, Loaded, LogFilter, Metadata,
-    NameProblem, NewEvent, NilEventId, Page, Pages, Payload, PayloadError, Position, ReadAll,
-    ReadError, ReadStream, RecordedEvent, Repository, RetryPolicy, SkippedEvent, SnapshotError,
-    SnapshotPolicy, SnapshotStore, StoreClosed, StreamId, Timestamp, Tracking, Unit, UnitOfWork,
-    MAX_DEPTH, MAX_NAME_LEN,
+    AttemptError, BackendError, BackendErrorKind, CacheSize, Checkpoint, CheckpointStore,
+    CommandContext, CommandError, DecodeError, Direction, DomainEvent, Done, EncodeError,
+    EventDecodeError, EventId, EventSet, EventStore, EventStoreExt, EventType, Executed,
+    ExpectedVersion, HandlerRequest, HandlerStore, HeadWatch, InMemoryStore, InvalidMetadata,
+    InvalidName, Limits, LoadError, Loaded, LogFilter, Metadata, NameProblem, NewEvent, NilEventId,
+    Page, Pages, Payload, PayloadError, Position, ReadAll, ReadError, ReadStream, RecordedEvent,
+    Repository, RequestCounts, RequestFilter, RequestId, RequestStatus, RetryPolicy, SkippedEvent,
+    SnapshotError, SnapshotPolicy, SnapshotStore, StoreClosed, StreamId, Timestamp, Tracking, Unit,
+    UnitOfWork, MAX_DEPTH, MAX_NAME_LEN,
 };
 pub use error::Error;
 

@@ -20,6 +20,11 @@
 //!   aggregates, each committed with the saga's position in one append,
 //!   with durable deadlines (see [`saga`]).
 //!
+//! - **Durable handlers** ([`handlers`]): work that must happen for each
+//!   event (an email, a webhook), written down as a request in the store
+//!   before it runs, retried with backoff, dead-lettered when it keeps
+//!   failing.
+//!
 //! - **Event bus** ([`bus::EventBus`]): committed events handed to
 //!   in-process subscribers by pattern (`account.*`), at most once across
 //!   a crash; for work that may be lost.
@@ -99,6 +104,7 @@
 pub mod bus;
 mod envelope;
 mod error;
+pub mod handlers;
 mod panic;
 mod projection;
 mod runner;

@@ -3,7 +3,7 @@
 
 pub(crate) mod source;
 pub(crate) mod target;
-mod task;
+pub(crate) mod task;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -414,7 +414,7 @@ fn list_skipped<S: CheckpointStore + Clone + 'static>(
 }
 
 /// Checks a projection's name: it keys checkpoints and names files.
-fn check_name(name: &str) -> Result<(), StartError> {
+pub(crate) fn check_name(name: &str) -> Result<(), StartError> {
     let invalid = |reason| StartError::InvalidName {
         name: name.to_owned(),
         reason,

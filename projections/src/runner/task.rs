@@ -555,12 +555,12 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
 
 /// A small pseudo-random generator for backoff jitter (SplitMix64):
 /// jitter needs spread, not secrecy.
-struct SplitMix(u64);
+pub(crate) struct SplitMix(u64);
 
 impl SplitMix {
     /// Seeded by the projection's name and `seed`, or the time when none
     /// is given.
-    fn seeded(name: &str, seed: Option<u64>) -> Self {
+    pub(crate) fn seeded(name: &str, seed: Option<u64>) -> Self {
         let time = seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -573,7 +573,7 @@ impl SplitMix {
     }
 
     /// A number in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
