@@ -127,7 +127,10 @@ impl EventHandler for WelcomeEmail {
         let at = self.started.elapsed().as_millis();
         match self.mailer.send(owner) {
             Ok(()) => {
-                println!("  [{at:>5} ms] welcome email to {owner}: attempt {}, sent", attempt.number());
+                println!(
+                    "  [{at:>5} ms] welcome email to {owner}: attempt {}, sent",
+                    attempt.number()
+                );
                 Ok(())
             }
             Err(error) => {
@@ -242,10 +245,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Opening an account for ada and depositing 100:");
     let accounts = Repository::<Account, _>::new(store.clone())?;
     let ctx = CommandContext::new();
-    accounts.execute("ada", Command::Open { owner: "ada".into() }, &ctx).await?;
-    accounts.execute("ada", Command::Deposit { amount: 100 }, &ctx).await?;
+    accounts
+        .execute(
+            "ada",
+            Command::Open {
+                owner: "ada".into(),
+            },
+            &ctx,
+        )
+        .await?;
+    accounts
+        .execute("ada", Command::Deposit { amount: 100 }, &ctx)
+        .await?;
 
-    handlers.wait_settled_within(Duration::from_secs(30)).await?;
+    handlers
+        .wait_settled_within(Duration::from_secs(30))
+        .await?;
     let counts = handlers.counts().await?;
     println!(
         "\nSettled: {} done, {} dead; {} executions succeeded, {} were retried, {} died.",
@@ -262,7 +277,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for request in &dead {
         println!(
             "  {} {} for {} {} in {}, {} attempts:",
-            request.id, request.handler, request.event_type, request.event_id, request.stream_id, request.attempts
+            request.id,
+            request.handler,
+            request.event_type,
+            request.event_id,
+            request.stream_id,
+            request.attempts
         );
         for error in &request.errors {
             println!("    attempt {}: {}", error.attempt, error.error);
@@ -275,7 +295,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .requeue_all(&RequestFilter::dead().handler("partner-webhook"))
         .await?;
     println!("  requeued {requeued}");
-    handlers.wait_settled_within(Duration::from_secs(30)).await?;
+    handlers
+        .wait_settled_within(Duration::from_secs(30))
+        .await?;
     let counts = handlers.counts().await?;
     println!(
         "\nSettled again: {} done, {} dead; the webhook was called {} times in all.",

@@ -104,6 +104,9 @@ use registry::{Registered, Typed};
 pub use running::{Cooperative, DeadLetters, Executions, HandlerCounts, Progress, RunningHandlers};
 use running::{Settings, Shared};
 
+/// What both schedulers are made of.
+type Parts<S> = (Processor<S>, Executor<S>, Arc<Shared>, Settings);
+
 /// Durable handlers to run on a store: which handlers for which events,
 /// and how.
 pub struct Handlers<S> {
@@ -291,9 +294,7 @@ impl<S: EventStore + HandlerStore + Clone + 'static> Handlers<S> {
         self
     }
 
-    fn parts(
-        self,
-    ) -> Result<(Processor<S>, Executor<S>, Arc<Shared>, Settings), HandlersStartError> {
+    fn parts(self) -> Result<Parts<S>, HandlersStartError> {
         if let Some(invalid) = self.invalid {
             return Err(invalid);
         }

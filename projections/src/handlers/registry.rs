@@ -12,7 +12,7 @@ use annals_core::{EventId, EventSet, NewRequest, RecordedEvent};
 use futures_util::FutureExt;
 
 use crate::bus::{routing_key, Pattern};
-use crate::envelope::Envelope;
+use crate::runner::source::envelope;
 use crate::handlers::handler::{is_permanent, Attempt, EventHandler, HandlerOptions};
 use crate::panic::{panic_message, take_stack, Capturing};
 
@@ -71,19 +71,6 @@ impl<H: EventHandler> Typed<H> {
             .upcast_into(stored, &mut parts)
             .map_err(|e| e.to_string())?;
         Ok(parts)
-    }
-}
-
-fn envelope<E>(event: E, part: RecordedEvent) -> Envelope<E> {
-    Envelope {
-        event,
-        position: part.position,
-        stream_id: part.stream_id,
-        version: part.version,
-        event_id: part.event_id,
-        event_type: part.event_type,
-        metadata: part.metadata,
-        recorded_at: part.recorded_at,
     }
 }
 

@@ -224,7 +224,8 @@ impl<S: EventStore, E: EventSet> Source<S, E> {
     }
 }
 
-fn envelope<E>(event: E, part: RecordedEvent) -> Envelope<E> {
+/// `event`, decoded from `part`, with everything the store knows of it.
+pub(crate) fn envelope<E>(event: E, part: RecordedEvent) -> Envelope<E> {
     Envelope {
         event,
         position: part.position,
