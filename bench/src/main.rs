@@ -25,6 +25,8 @@
 //! - processes (`saga/`): `saga`, transfers between accounts driven by a
 //!   saga while they are requested;
 //! - the event bus (`bus.rs`): `bus`, the log handed to ten subscribers.
+//! - durable handlers (`handlers.rs`): `handlers`, a request per event
+//!   made and run to done.
 //!
 //! Events have the realistic shape by default (payloads of about 200 bytes,
 //! metadata of about 110); `--shape small` gives the short payloads and no
@@ -36,6 +38,7 @@
 mod append;
 mod bus;
 mod command;
+mod handlers;
 mod model;
 mod project;
 mod raw;
@@ -55,7 +58,7 @@ pub(crate) use crate::settings::Settings;
 use crate::settings::{durability_name, USAGE};
 
 /// The scenarios, as named on the command line.
-const SCENARIOS: [&str; 14] = [
+const SCENARIOS: [&str; 15] = [
     "append-seq",
     "append-concurrent",
     "command-seq",
@@ -70,6 +73,7 @@ const SCENARIOS: [&str; 14] = [
     "filtered-rebuild",
     "saga",
     "bus",
+    "handlers",
 ];
 
 /// Runs one scenario once, with one durability.
@@ -89,6 +93,7 @@ async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), 
         "filtered-rebuild" => project::filtered(settings, report).await,
         "saga" => saga::transfers(settings, report).await,
         "bus" => bus::subscribers(settings, report).await,
+        "handlers" => handlers::durable(settings, report).await,
         other => Err(format!("unknown scenario {other:?}\n{USAGE}").into()),
     }
 }

@@ -35,6 +35,9 @@ scenarios (default size in brackets):
                       two-stream transaction per transfer [10,000 transfers]
   bus                 the log handed by the event bus to 10 subscribers,
                       beside a raw scan of it [100,000 events]
+  handlers            every event of the log made a durable request, run by
+                      one no-op handler with 4 workers until all are done,
+                      beside a raw scan of it; then `bus` [100,000 events]
 
 --shape       realistic (default): payloads of about 200 bytes, metadata of
               about 110 (correlation and causation ids); small: the short

@@ -422,4 +422,9 @@ impl HandlerStore for InMemoryStore {
     async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError> {
         Ok(self.log()?.requests.counts(now))
     }
+
+    async fn unsettled_requests(&self) -> Result<u64, BackendError> {
+        let counts = self.log()?.requests.counts(Timestamp::now());
+        Ok(counts.pending + counts.running)
+    }
 }

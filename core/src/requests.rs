@@ -320,7 +320,9 @@ pub struct RequestCounts {
 ///    history kept; returns how many.
 /// 7. `discard_request` gives up on a dead request, recording the reason;
 ///    `false` if it is not dead.
-/// 8. `request_counts` counts requests by status at `now`.
+/// 8. `request_counts` counts requests by status at `now`;
+///    `unsettled_requests` counts those pending or running (whatever the
+///    time), cheaply enough to be asked often.
 #[async_trait]
 pub trait HandlerStore: CheckpointStore {
     /// Moves `checkpoints` forward and stores `requests`, in one step.
@@ -376,6 +378,9 @@ pub trait HandlerStore: CheckpointStore {
 
     /// How many requests stand where, at `now`.
     async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError>;
+
+    /// How many requests are pending or running.
+    async fn unsettled_requests(&self) -> Result<u64, BackendError>;
 }
 
 #[async_trait]
@@ -432,6 +437,9 @@ impl<S: HandlerStore + ?Sized> HandlerStore for Arc<S> {
     }
     async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError> {
         (**self).request_counts(now).await
+    }
+    async fn unsettled_requests(&self) -> Result<u64, BackendError> {
+        (**self).unsettled_requests().await
     }
 }
 

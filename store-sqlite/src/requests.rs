@@ -169,11 +169,13 @@ fn enqueue(conn: &Connection, requests: &[NewRequest], now: Timestamp) -> Result
 
 /// Due pending requests of the handlers, unclaimed or with an expired
 /// claim, not held back by an earlier request of their key, in claim order.
-const DUE: &str = "SELECT id, claimed_by FROM handler_requests AS r
+/// The indexes are named: left to itself, the planner picks the status
+/// index and sorts every pending request at each claim.
+const DUE: &str = "SELECT id, claimed_by FROM handler_requests AS r INDEXED BY handler_requests_due
 WHERE status = 0 AND due_at <= ?1 AND (claim_expires IS NULL OR claim_expires <= ?1)
   AND handler IN (SELECT value FROM json_each(?2))
   AND (ordering_key IS NULL OR NOT EXISTS (
-      SELECT 1 FROM handler_requests AS e
+      SELECT 1 FROM handler_requests AS e INDEXED BY handler_requests_keys
       WHERE e.status = 0 AND e.handler = r.handler AND e.ordering_key = r.ordering_key
         AND (e.position < r.position OR (e.position = r.position AND e.id < r.id))))
 ORDER BY priority DESC, position, id
@@ -542,4 +544,16 @@ pub(crate) fn request_counts(
         }
     }
     Ok(counts)
+}
+
+/// How many requests are pending or running: a walk of the partial index
+/// of pending requests, which holds only those.
+pub(crate) fn unsettled_requests(conn: &Connection) -> Result<u64, BackendError> {
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM handler_requests INDEXED BY handler_requests_due WHERE status = 0",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(|e| backend("counting unsettled requests", e))?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }

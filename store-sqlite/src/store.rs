@@ -417,6 +417,10 @@ impl HandlerStore for SqliteStore {
     async fn request_counts(&self, now: Timestamp) -> Result<RequestCounts, BackendError> {
         self.inner.reads.request_counts(now).await
     }
+
+    async fn unsettled_requests(&self) -> Result<u64, BackendError> {
+        self.inner.reads.unsettled_requests().await
+    }
 }
 
 fn changed(answer: RequestAnswer) -> Result<bool, BackendError> {

@@ -12,9 +12,9 @@ use annals_core::{EventId, EventSet, NewRequest, RecordedEvent};
 use futures_util::FutureExt;
 
 use crate::bus::{routing_key, Pattern};
-use crate::runner::source::envelope;
 use crate::handlers::handler::{is_permanent, Attempt, EventHandler, HandlerOptions};
 use crate::panic::{panic_message, take_stack, Capturing};
+use crate::runner::source::envelope;
 
 /// How one attempt ended.
 pub(crate) enum Outcome {

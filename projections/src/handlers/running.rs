@@ -216,20 +216,16 @@ impl<S: EventStore + HandlerStore + Clone + 'static> RunningHandlers<S> {
                 .await
                 .map_err(|e| HandlersWaitError::Failed(HandlerRunError::Read(e)))?;
             if self.processed() >= head {
-                let counts = self
-                    .store
-                    .request_counts(self.clock.now())
-                    .await
-                    .map_err(|e| {
-                        HandlersWaitError::Failed(HandlerRunError::backend("counting requests", e))
-                    })?;
-                if counts.pending == 0 && counts.running == 0 {
+                let unsettled = self.store.unsettled_requests().await.map_err(|e| {
+                    HandlersWaitError::Failed(HandlerRunError::backend("counting requests", e))
+                })?;
+                if unsettled == 0 {
                     return Ok(());
                 }
             }
             tokio::select! {
                 _ = state.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
         }
     }

@@ -168,6 +168,11 @@ impl ReadPool {
             .await
     }
 
+    /// How many requests are pending or running.
+    pub(crate) async fn unsettled_requests(self: &Arc<Self>) -> Result<u64, BackendError> {
+        self.run(crate::requests::unsettled_requests).await
+    }
+
     /// Runs `read` on a pooled connection, on a blocking thread.
     async fn run<T, E, F>(self: &Arc<Self>, read: F) -> Result<T, E>
     where

@@ -619,6 +619,11 @@ pub(crate) async fn counts_follow_each_status(
         (now.pending, now.running, now.done) == (1, 1, 1),
         "counts at 1: {now:?}"
     );
+    let unsettled = store.unsettled_requests().await.step("unsettled")?;
+    ensure!(
+        unsettled == 2,
+        "{unsettled} unsettled requests, expected 2 (one pending, one running)"
+    );
     let expired = store.request_counts(at(31)).await.step("counts")?;
     ensure!(
         (expired.pending, expired.running, expired.done) == (2, 0, 1),
