@@ -15,7 +15,6 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::backend;
-use crate::writer::CheckpointSave;
 
 const PENDING: i64 = 0;
 const RUNNING: i64 = 1;
@@ -37,101 +36,6 @@ fn code(status: RequestStatus) -> i64 {
     }
 }
 
-/// A write to the requests, run by the writer.
-pub(crate) enum RequestWork {
-    Enqueue {
-        checkpoints: Vec<CheckpointSave>,
-        requests: Vec<NewRequest>,
-        now: Timestamp,
-    },
-    Claim(Claim),
-    Renew {
-        owner: String,
-        ids: Vec<RequestId>,
-        until: Timestamp,
-    },
-    Finish {
-        id: RequestId,
-        owner: String,
-        finish: Finish,
-        now: Timestamp,
-    },
-    Requeue {
-        filter: RequestFilter,
-        now: Timestamp,
-    },
-    Discard {
-        id: RequestId,
-        reason: String,
-        now: Timestamp,
-    },
-}
-
-/// What a write to the requests answers.
-pub(crate) enum RequestAnswer {
-    Done,
-    Claimed(Vec<HandlerRequest>),
-    Changed(bool),
-    Count(u64),
-}
-
-impl RequestWork {
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            RequestWork::Enqueue {
-                checkpoints,
-                requests,
-                ..
-            } => {
-                checkpoints.iter().map(CheckpointSave::bytes).sum::<usize>() + requests.len() * 160
-            }
-            RequestWork::Finish {
-                finish: Finish::Failed { error, .. },
-                ..
-            } => error.len(),
-            RequestWork::Discard { reason, .. } => reason.len(),
-            _ => 0,
-        }
-    }
-
-    /// Runs the write on the writer's connection, inside a savepoint the
-    /// caller holds.
-    pub(crate) fn run(
-        &self,
-        conn: &Connection,
-        save: impl Fn(&CheckpointSave) -> Result<(), BackendError>,
-    ) -> Result<RequestAnswer, BackendError> {
-        match self {
-            RequestWork::Enqueue {
-                checkpoints,
-                requests,
-                now,
-            } => {
-                for checkpoint in checkpoints {
-                    save(checkpoint)?;
-                }
-                enqueue(conn, requests, *now).map(|()| RequestAnswer::Done)
-            }
-            RequestWork::Claim(claim) => claim_requests(conn, claim).map(RequestAnswer::Claimed),
-            RequestWork::Renew { owner, ids, until } => {
-                renew(conn, owner, ids, *until).map(|()| RequestAnswer::Done)
-            }
-            RequestWork::Finish {
-                id,
-                owner,
-                finish,
-                now,
-            } => finish_request(conn, *id, owner, finish, *now).map(RequestAnswer::Changed),
-            RequestWork::Requeue { filter, now } => {
-                requeue(conn, filter, *now).map(RequestAnswer::Count)
-            }
-            RequestWork::Discard { id, reason, now } => {
-                discard(conn, *id, reason, *now).map(RequestAnswer::Changed)
-            }
-        }
-    }
-}
-
 fn sql_int(value: u64, what: &str) -> Result<i64, BackendError> {
     i64::try_from(value).map_err(|_| {
         BackendError::new(
@@ -147,7 +51,11 @@ const INSERT: &str = "INSERT INTO handler_requests
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, ?8, ?8, ?8)
 ON CONFLICT (handler, event_id) DO NOTHING";
 
-fn enqueue(conn: &Connection, requests: &[NewRequest], now: Timestamp) -> Result<(), BackendError> {
+pub(crate) fn enqueue(
+    conn: &Connection,
+    requests: &[NewRequest],
+    now: Timestamp,
+) -> Result<(), BackendError> {
     let failed = |e| backend("storing handler requests", e);
     let mut insert = conn.prepare_cached(INSERT).map_err(failed)?;
     for request in requests {
@@ -189,7 +97,10 @@ WHERE id = ?1";
 const RECORD_ERROR: &str = "INSERT INTO handler_request_errors (request, attempt, error, failed_at)
 SELECT id, attempts, ?2, ?3 FROM handler_requests WHERE id = ?1";
 
-fn claim_requests(conn: &Connection, claim: &Claim) -> Result<Vec<HandlerRequest>, BackendError> {
+pub(crate) fn claim_requests(
+    conn: &Connection,
+    claim: &Claim,
+) -> Result<Vec<HandlerRequest>, BackendError> {
     let failed = |e| backend("claiming handler requests", e);
     let now = claim.now.as_unix_micros();
     let handlers = serde_json::to_string(&claim.handlers).map_err(|e| {
@@ -231,7 +142,7 @@ fn claim_requests(conn: &Connection, claim: &Claim) -> Result<Vec<HandlerRequest
     Ok(claimed)
 }
 
-fn renew(
+pub(crate) fn renew(
     conn: &Connection,
     owner: &str,
     ids: &[RequestId],
@@ -256,7 +167,7 @@ fn renew(
     Ok(())
 }
 
-fn finish_request(
+pub(crate) fn finish_request(
     conn: &Connection,
     id: RequestId,
     owner: &str,
@@ -344,7 +255,11 @@ fn filter_params(filter: &RequestFilter, now: Timestamp) -> Result<[Value; 9], B
     ])
 }
 
-fn requeue(conn: &Connection, filter: &RequestFilter, now: Timestamp) -> Result<u64, BackendError> {
+pub(crate) fn requeue(
+    conn: &Connection,
+    filter: &RequestFilter,
+    now: Timestamp,
+) -> Result<u64, BackendError> {
     let sql = format!(
         "UPDATE handler_requests
          SET status = 0, failures = 0, due_at = ?1, updated_at = ?1
@@ -359,7 +274,7 @@ fn requeue(conn: &Connection, filter: &RequestFilter, now: Timestamp) -> Result<
     Ok(changed as u64)
 }
 
-fn discard(
+pub(crate) fn discard(
     conn: &Connection,
     id: RequestId,
     reason: &str,

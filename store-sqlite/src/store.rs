@@ -20,10 +20,9 @@ use rusqlite::Connection;
 use crate::error::{backend, OpenError};
 use crate::options::{Access, SqliteOptions};
 use crate::read::{self, ReadPool};
-use crate::requests::{RequestAnswer, RequestWork};
 use crate::schema;
 use crate::watch::Head;
-use crate::writer::{CheckpointSave, Writer};
+use crate::writer::{CheckpointSave, RequestAnswer, RequestWork, Writer};
 
 /// The embedded event store: one SQLite file in WAL mode, a writer that
 /// commits queued appends together, and a pool of read connections.

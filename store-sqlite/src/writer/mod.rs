@@ -41,6 +41,7 @@ mod append;
 mod checkpoint;
 mod fault;
 mod queue;
+mod requests;
 #[cfg(test)]
 mod tests;
 mod transaction;
@@ -62,7 +63,6 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::backend;
 use crate::options::{Durability, SqliteOptions};
-use crate::requests::{RequestAnswer, RequestWork};
 use crate::schema;
 use crate::watch::Head;
 
@@ -71,6 +71,7 @@ pub(crate) use checkpoint::CheckpointSave;
 pub use fault::FaultPlan;
 use fault::Faults;
 use queue::{answer_all, sync_job, Job, Leader, State};
+pub(crate) use requests::{RequestAnswer, RequestWork};
 use transaction::{run_batch, Answer, Outcome, Work};
 
 /// The handle every append, snapshot and checkpoint goes through.

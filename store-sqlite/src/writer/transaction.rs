@@ -22,11 +22,11 @@ use annals_core::{
 use rusqlite::Connection;
 
 use crate::error::backend;
-use crate::requests::{RequestAnswer, RequestWork};
 use crate::row::to_sql_int;
 use crate::writer::append::{execute, SqliteTarget};
 use crate::writer::checkpoint::{reset_checkpoint, save_checkpoint, CheckpointSave};
 use crate::writer::fault::{Faults, Step};
+use crate::writer::requests::{RequestAnswer, RequestWork};
 
 const SAVE_SNAPSHOT: &str = include_str!("save_snapshot.sql");
 const MARK_SYNCED: &str = include_str!("mark_synced.sql");
