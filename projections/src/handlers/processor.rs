@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use annals_core::{Checkpoint, EventStore, HandlerStore, NewRequest, Position, ReadAll};
+use annals_core::{Checkpoint, EventId, EventStore, HandlerStore, NewRequest, Position, ReadAll};
 
 use crate::handlers::error::HandlerRunError;
 use crate::handlers::handler::StartAt;
 use crate::handlers::registry::Registered;
+use crate::runner::source::event_at;
 use crate::saga::Clock;
 
 /// The name under which handler `name` keeps its checkpoint in the store:
@@ -101,23 +102,10 @@ impl<S: EventStore + HandlerStore> Processor<S> {
         Ok(checkpoints)
     }
 
-    async fn event_at(
-        &self,
-        position: Position,
-    ) -> Result<Option<annals_core::EventId>, HandlerRunError> {
-        if position == Position::START {
-            return Ok(None);
-        }
-        let page = self
-            .store
-            .read_all(ReadAll::after(Position(position.0 - 1)).limit(1))
+    async fn event_at(&self, position: Position) -> Result<Option<EventId>, HandlerRunError> {
+        event_at(&self.store, position)
             .await
-            .map_err(HandlerRunError::Read)?;
-        Ok(page
-            .events
-            .first()
-            .filter(|e| e.position == position)
-            .map(|e| e.event_id))
+            .map_err(HandlerRunError::Read)
     }
 
     /// A checkpoint beyond the head, or at a position that now holds

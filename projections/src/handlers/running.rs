@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals_core::{
-    BackendError, EventStore, HandlerRequest, HandlerStore, Position, RequestCounts, RequestFilter,
-    RequestId, Timestamp,
+    BackendError, EventStore, HandlerRequest, HandlerStore, HeadWatch, Position, RequestCounts,
+    RequestFilter, RequestId, StoreClosed, Timestamp,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{watch, Notify};
@@ -404,7 +404,7 @@ impl<S: EventStore + HandlerStore + Clone + 'static> Cooperative<S> {
         let clock = self.executor.clock.clone();
         let task = tokio::spawn(async move {
             let mut stop = self.shared.stop.subscribe();
-            let mut head = store_watch(&self.executor.store);
+            let mut head = self.executor.store.watch_head();
             loop {
                 if *stop.borrow() {
                     break;
@@ -425,7 +425,7 @@ impl<S: EventStore + HandlerStore + Clone + 'static> Cooperative<S> {
                 let clock = self.executor.clock.clone();
                 tokio::select! {
                     _ = stop.changed() => break,
-                    _ = head.changed() => {}
+                    _ = head_moved(&mut head) => {}
                     () = self.shared.work.notified() => {}
                     () = sleep_until(&*clock, due) => {}
                     () = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -443,22 +443,11 @@ impl<S: EventStore + HandlerStore + Clone + 'static> Cooperative<S> {
     }
 }
 
-/// The store's head, as a watch that reports each change.
-fn store_watch<S: EventStore>(store: &S) -> HeadChanges {
-    HeadChanges {
-        watch: store.watch_head(),
-    }
-}
-
-struct HeadChanges {
-    watch: annals_core::HeadWatch,
-}
-
-impl HeadChanges {
-    async fn changed(&mut self) -> Result<(), ()> {
-        let now = self.watch.current();
-        self.watch.wait_past(now).await.map(drop).map_err(drop)
-    }
+/// Waits until the head moves past where it stands now; fails once the
+/// store is closed.
+async fn head_moved(watch: &mut HeadWatch) -> Result<Position, StoreClosed> {
+    let now = watch.current();
+    watch.wait_past(now).await
 }
 
 /// Waits until `due`, or forever without one.
@@ -484,7 +473,7 @@ pub(crate) fn start_concurrent<S: EventStore + HandlerStore + Clone + 'static>(
         let store = store.clone();
         tokio::spawn(async move {
             let mut stop = shared.stop.subscribe();
-            let mut head = store_watch(&store);
+            let mut head = store.watch_head();
             loop {
                 if *stop.borrow() {
                     break;
@@ -514,7 +503,7 @@ pub(crate) fn start_concurrent<S: EventStore + HandlerStore + Clone + 'static>(
                 }
                 tokio::select! {
                     _ = stop.changed() => break,
-                    _ = head.changed() => {}
+                    _ = head_moved(&mut head) => {}
                     () = tokio::time::sleep(settings.poll_interval) => {}
                 }
             }
@@ -571,18 +560,14 @@ async fn execute<S: EventStore + HandlerStore + Clone + 'static>(
                 Ok(claimed) => claimed,
                 Err(error) => break Err(error),
             };
+            // All asked for: more may be due, so claim again as soon as a
+            // worker is free rather than wait for a wake-up.
             claimed_all = claimed.len() == free;
             for request in claimed {
                 let id = request.id;
                 let executor = executor.clone();
                 let handle = running.spawn(async move { executor.run(request).await });
                 ids.insert(handle.id(), id);
-            }
-            if claimed_all {
-                // More may be due: claim again once a worker is free.
-                if running.len() < settings.workers {
-                    continue;
-                }
             }
         }
         let due = next_due;

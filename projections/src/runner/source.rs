@@ -165,19 +165,9 @@ impl<S: EventStore, E: EventSet> Source<S, E> {
 
     /// The id of the stored event at `position`, if there is one.
     pub(crate) async fn event_at(&self, position: Position) -> Result<Option<EventId>, RunError> {
-        if position == Position::START {
-            return Ok(None);
-        }
-        let page = self
-            .store
-            .read_all(ReadAll::after(Position(position.0 - 1)).limit(1))
+        event_at(&self.store, position)
             .await
-            .map_err(|e| self.read_failed(e))?;
-        Ok(page
-            .events
-            .first()
-            .filter(|e| e.position == position)
-            .map(|e| e.event_id))
+            .map_err(|e| self.read_failed(e))
     }
 
     /// The checkpoint after a batch that read through `position`.
@@ -222,6 +212,24 @@ impl<S: EventStore, E: EventSet> Source<S, E> {
             _ => Ok(()),
         }
     }
+}
+
+/// The id of the event `store` holds at `position`, if there is one.
+pub(crate) async fn event_at<S: EventStore>(
+    store: &S,
+    position: Position,
+) -> Result<Option<EventId>, annals_core::ReadError> {
+    if position == Position::START {
+        return Ok(None);
+    }
+    let page = store
+        .read_all(ReadAll::after(Position(position.0 - 1)).limit(1))
+        .await?;
+    Ok(page
+        .events
+        .first()
+        .filter(|e| e.position == position)
+        .map(|e| e.event_id))
 }
 
 /// `event`, decoded from `part`, with everything the store knows of it.
