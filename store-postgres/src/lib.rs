@@ -50,6 +50,7 @@
 mod error;
 mod options;
 mod read;
+mod requests;
 mod row;
 mod schema;
 mod sql;

@@ -32,3 +32,13 @@ async fn postgres_store_keeps_the_checkpoint_contract() {
     conformance::run_checkpoints(|| schemas.store()).await;
     schemas.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_the_handler_request_contract() {
+    let Some(url) = url_or_skip("postgres_store_keeps_the_handler_request_contract") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "requests");
+    conformance::run_handler_requests(|| schemas.store()).await;
+    schemas.drop_all().await;
+}
