@@ -7,7 +7,12 @@
 //! Run it with `cargo run --example bank`. The events are kept in a SQLite
 //! file (the path is printed; pass another path as the first argument), so
 //! running it again continues where the last run stopped.
+//!
+//! With `ANNALS_PG_URL` set (say `postgres://postgres@127.0.0.1/test`), the
+//! same code runs on PostgreSQL instead, in the schema `annals_bank_example`:
+//! the only difference is the constructor of the store.
 
+use annals::postgres::PostgresStore;
 use annals::prelude::*;
 use annals::sqlite::SqliteStore;
 use annals::{CommandContext, CommandError, ExpectedVersion, NewEvent, Repository, RetryPolicy};
@@ -83,12 +88,33 @@ impl Aggregate for Account {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("annals-bank-example.db"));
-    let store = SqliteStore::open(&path).await?;
-    println!("Event store: {}", path.display());
+    match std::env::var("ANNALS_PG_URL") {
+        Ok(url) if !url.is_empty() => {
+            let store = PostgresStore::options()
+                .url(url)
+                .schema("annals_bank_example")
+                .connect()
+                .await?;
+            println!("Event store: PostgreSQL, schema {}", store.schema());
+            run(store).await
+        }
+        _ => {
+            let path = std::env::args()
+                .nth(1)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("annals-bank-example.db"));
+            let store = SqliteStore::open(&path).await?;
+            println!("Event store: {}", path.display());
+            run(store).await
+        }
+    }
+}
+
+/// The bank, on whichever store `main` opened.
+async fn run<S>(store: S) -> Result<(), Box<dyn std::error::Error>>
+where
+    S: EventStore + Clone + 'static,
+{
     let head = store.head().await?;
     if head.0 == 0 {
         println!("The store is empty: this is the first run.\n");

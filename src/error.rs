@@ -74,6 +74,10 @@ pub enum Error {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Sqlite(#[from] annals_sqlite::OpenError),
+    /// A PostgreSQL store could not be opened.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] annals_postgres::OpenError),
     /// Projections could not start.
     #[cfg(feature = "projections")]
     #[error(transparent)]

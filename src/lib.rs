@@ -53,6 +53,7 @@
 //! |---|---|
 //! | `annals::*` | what an application names: aggregates, the repository and units of work, events and ids, reads, the store traits, the in-memory store, the errors |
 //! | [`annals::sqlite`](crate::sqlite) | the embedded SQLite store (feature `sqlite`, on by default), its options, and the `rusqlite` it is built on |
+//! | `annals::postgres` | the scale-out PostgreSQL store (feature `postgres`), its options, and the `tokio_postgres` it is built on |
 //! | [`annals::projections`](crate::projections) | the read side: projections, SQLite read models, the runner, rebuilds, sagas (feature `projections`, on by default) |
 //! | [`annals::upcast`](crate::upcast) | upcasters, for reading old event schemas as new ones |
 //! | [`annals::store`](crate::store) | what a store backend needs: the append sequence every backend runs, stored parts |
@@ -62,7 +63,7 @@
 //!
 //! The crates behind it: `annals-core` (everything but the stores),
 //! `annals-derive` (`#[derive(DomainEvent)]`), `annals-sqlite`,
-//! `annals-projections`. Depend on
+//! `annals-postgres`, `annals-projections`. Depend on
 //! this one alone.
 
 mod error;
@@ -94,6 +95,30 @@ pub use error::Error;
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use annals_sqlite::{rusqlite, Access, Durability, OpenError, SqliteOptions, SqliteStore};
+}
+
+/// The scale-out store: one PostgreSQL database shared by many processes,
+/// with every guarantee of the embedded one (feature `postgres`).
+///
+/// Switching from SQLite is one constructor:
+///
+/// ```no_run
+/// use annals::postgres::PostgresStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), annals::Error> {
+/// let store = PostgresStore::options()
+///     .url("postgres://app@db.internal/bank")
+///     .schema("bank_events")
+///     .connect()
+///     .await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use annals_postgres::{
+        tokio_postgres, OpenError, PostgresOptions, PostgresStore, DEFAULT_SCHEMA,
+    };
 }
 
 /// The read side: projections that follow the log into read models,
