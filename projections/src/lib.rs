@@ -107,6 +107,7 @@ mod error;
 pub mod handlers;
 mod panic;
 mod projection;
+mod read_model;
 mod runner;
 pub mod saga;
 mod sqlite;

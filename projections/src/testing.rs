@@ -14,9 +14,10 @@ use crate::error::run_failure;
 use crate::error::ProjectionFailure;
 use crate::error::RunError;
 use crate::projection::{Projection, SqliteProjection};
+use crate::read_model::BatchError;
 use crate::runner::source::{Batch, Source};
 use crate::saga::{Instance, Saga};
-use crate::sqlite::{BatchError, ReadModel};
+use crate::sqlite::ReadModel;
 
 /// Events to start from, each group appended to its stream in one append.
 #[derive(Default)]

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 
 use annals_core::{BackendError, Checkpoint, CheckpointStore, SkippedEvent};
 use async_trait::async_trait;
-use futures_util::FutureExt;
 
 use crate::envelope::Envelope;
 use crate::error::RunError;
-use crate::panic::panic_message;
 use crate::projection::{Projection, SqliteProjection};
-use crate::sqlite::{BatchError, ReadModel};
+use crate::read_model::{guarded, BatchError};
+use crate::sqlite::ReadModel;
 use crate::target::{ApplyError, Target};
 
 // ---------------------------------------------------------------------------
@@ -108,15 +107,7 @@ impl<P: SqliteProjection> Target<P::Events> for SqliteTarget<P> {
             .await;
         match result {
             Err(run) => Err(ApplyError::Run(run)),
-            Ok((_, Ok(()))) => Ok(()),
-            Ok((events, Err(BatchError::Handler { index, error }))) => Err(ApplyError::Handler {
-                events,
-                index,
-                error,
-            }),
-            Ok((_, Err(BatchError::Backend(e)))) => {
-                Err(ApplyError::Run(Self::failed("applying a batch", e)))
-            }
+            Ok((events, outcome)) => applied(P::NAME, events, outcome),
         }
     }
 
@@ -134,6 +125,27 @@ impl<P: SqliteProjection> Target<P::Events> for SqliteTarget<P> {
         self.blocking("swapping the rebuilt model in", ReadModel::finish_rebuild)
             .await?
             .map_err(|e| Self::failed("swapping the rebuilt model in", e))
+    }
+}
+
+/// What an exactly-once batch's outcome means to the runner.
+fn applied<E>(
+    projection: &'static str,
+    events: Vec<Envelope<E>>,
+    outcome: Result<(), BatchError>,
+) -> Result<(), ApplyError<E>> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(BatchError::Handler { index, error }) => Err(ApplyError::Handler {
+            events,
+            index,
+            error,
+        }),
+        Err(BatchError::Backend(e)) => Err(ApplyError::Run(RunError::backend(
+            projection,
+            "applying a batch",
+            e,
+        ))),
     }
 }
 
@@ -157,27 +169,13 @@ impl<P: Projection, C: CheckpointStore> StoreTarget<P, C> {
         RunError::backend(P::NAME, doing, source)
     }
 
-    /// Calls a handler, turning a panic into an error.
-    async fn guarded<F>(call: F) -> Result<(), String>
-    where
-        F: std::future::Future<Output = Result<(), crate::projection::HandlerError>> + Send,
-    {
-        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(format!("the handler panicked: {}", panic_message(&*panic))),
-        }
-    }
-
     async fn reset(&mut self) -> Result<(), RunError> {
-        Self::guarded(self.projection.reset())
-            .await
-            .map_err(|error| {
-                Self::failed(
-                    "resetting the projection",
-                    BackendError::new(annals_core::BackendErrorKind::Other, error),
-                )
-            })?;
+        guarded(self.projection.reset()).await.map_err(|error| {
+            Self::failed(
+                "resetting the projection",
+                BackendError::new(annals_core::BackendErrorKind::Other, error),
+            )
+        })?;
         if !P::IN_MEMORY {
             self.checkpoints
                 .reset_checkpoint(P::NAME)
@@ -207,7 +205,7 @@ impl<P: Projection, C: CheckpointStore + 'static> Target<P::Events> for StoreTar
         skipped: Option<SkippedEvent>,
     ) -> Result<(), ApplyError<P::Events>> {
         for (index, event) in events.iter().enumerate() {
-            if let Err(error) = Self::guarded(self.projection.handle(event)).await {
+            if let Err(error) = guarded(self.projection.handle(event)).await {
                 return Err(ApplyError::Handler {
                     events,
                     index,
@@ -215,7 +213,7 @@ impl<P: Projection, C: CheckpointStore + 'static> Target<P::Events> for StoreTar
                 });
             }
         }
-        if let Err(error) = Self::guarded(self.projection.flush()).await {
+        if let Err(error) = guarded(self.projection.flush()).await {
             if events.is_empty() {
                 return Err(ApplyError::Run(Self::failed(
                     "flushing the projection",

@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use annals_core::{
-    BackendError, BackendErrorKind, Checkpoint, EventId, EventType, Position, SkippedEvent,
-    Timestamp,
-};
+use annals_core::{BackendError, BackendErrorKind, Checkpoint, EventId, SkippedEvent};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::envelope::Envelope;
-use crate::panic::panic_message;
 use crate::projection::SqliteProjection;
+use crate::read_model::{
+    corrupt, created, event_failure, handled, position_column, stored_checkpoint, stored_event_id,
+    stored_skipped, BatchError, Handled, Stored,
+};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const REGISTER: &str = include_str!("register.sql");
@@ -56,21 +56,6 @@ pub(crate) fn failed(doing: &'static str) -> impl Fn(rusqlite::Error) -> Backend
         };
         BackendError::with_source(kind, doing, e)
     }
-}
-
-fn corrupt(what: &str) -> BackendError {
-    BackendError::new(
-        BackendErrorKind::Corrupt,
-        format!("the read model's checkpoint row is unreadable: {what}"),
-    )
-}
-
-/// What a batch did not get through: the handler failed on event `index`
-/// (the batch was rolled back).
-#[derive(Debug)]
-pub(crate) enum BatchError {
-    Handler { index: usize, error: String },
-    Backend(BackendError),
 }
 
 /// A projection with its read model's connections.
@@ -130,22 +115,15 @@ impl<P: SqliteProjection> ReadModel<P> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| BatchError::Backend(failed("beginning a batch")(e)))?;
-        let handled = catch_unwind(AssertUnwindSafe(|| {
+        let result = catch_unwind(AssertUnwindSafe(|| {
             self.projection.handle_batch(&tx, events)
         }));
-        match handled {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => {
-                // Dropping the transaction rolls the batch back.
+        match handled(result, events.len()) {
+            Handled::Done => {}
+            // Dropping the transaction rolls the batch back.
+            Handled::Failed(failure) => return Err(failure),
+            Handled::Panicked(error) => {
                 drop(tx);
-                return Err(BatchError::Handler {
-                    index: failure.index.min(events.len().saturating_sub(1)),
-                    error: failure.error.to_string(),
-                });
-            }
-            Err(panic) => {
-                drop(tx);
-                let error = format!("the handler panicked: {}", panic_message(&*panic));
                 return Err(self.locate_panic(events, error));
             }
         }
@@ -167,16 +145,10 @@ impl<P: SqliteProjection> ReadModel<P> {
             return at_first(error);
         };
         for (index, event) in events.iter().enumerate() {
-            let again = match catch_unwind(AssertUnwindSafe(|| self.projection.handle(&tx, event)))
-            {
-                Ok(Ok(())) => continue,
-                Ok(Err(again)) => again.to_string(),
-                Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
-            };
-            return BatchError::Handler {
-                index,
-                error: again,
-            };
+            let result = catch_unwind(AssertUnwindSafe(|| self.projection.handle(&tx, event)));
+            if let Some(error) = event_failure(result) {
+                return BatchError::Handler { index, error };
+            }
         }
         at_first(error)
     }
@@ -360,24 +332,7 @@ fn create_tables<P: SqliteProjection>(
     projection: &P,
 ) -> Result<Vec<String>, BackendError> {
     let before = table_names(tx)?;
-    match catch_unwind(AssertUnwindSafe(|| projection.create(tx))) {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            return Err(BackendError::new(
-                BackendErrorKind::Other,
-                format!("creating the model's tables failed: {error}"),
-            ))
-        }
-        Err(panic) => {
-            return Err(BackendError::new(
-                BackendErrorKind::Other,
-                format!(
-                    "creating the model's tables panicked: {}",
-                    panic_message(&*panic)
-                ),
-            ))
-        }
-    }
+    created(catch_unwind(AssertUnwindSafe(|| projection.create(tx))))?;
     let after = table_names(tx)?;
     Ok(after.into_iter().filter(|t| !before.contains(t)).collect())
 }
@@ -405,12 +360,6 @@ fn tables_json(tables: &[String]) -> String {
     serde_json::Value::from(tables.to_vec()).to_string()
 }
 
-/// A projection's row.
-struct Stored {
-    checkpoint: Checkpoint,
-    tables: Vec<String>,
-}
-
 type StoredRow = (i64, i64, Option<String>, String);
 
 fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
@@ -418,26 +367,19 @@ fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
 }
 
 fn parse_stored((version, position, event_id, tables): StoredRow) -> Result<Stored, BackendError> {
-    let version = u32::try_from(version).map_err(|_| corrupt("the version is out of range"))?;
-    let position = u64::try_from(position).map_err(|_| corrupt("the position is negative"))?;
     let event_id = event_id.as_deref().map(parse_event_id).transpose()?;
     let tables: Vec<String> =
         serde_json::from_str(&tables).map_err(|_| corrupt("the table list is not a JSON array"))?;
     Ok(Stored {
-        checkpoint: Checkpoint {
-            position: Position(position),
-            event_id,
-            version,
-        },
+        checkpoint: stored_checkpoint(version, position, event_id)?,
         tables,
     })
 }
 
 fn parse_event_id(text: &str) -> Result<EventId, BackendError> {
     uuid::Uuid::from_str(text)
-        .ok()
-        .and_then(|uuid| EventId::from_uuid(uuid).ok())
-        .ok_or_else(|| corrupt("an event id is not a UUID"))
+        .map_err(|_| corrupt("an event id is not a UUID"))
+        .and_then(stored_event_id)
 }
 
 fn load(conn: &Connection, name: &str) -> Result<Option<Stored>, BackendError> {
@@ -454,8 +396,7 @@ fn save(
     checkpoint: Checkpoint,
     skipped: Option<&SkippedEvent>,
 ) -> Result<(), BackendError> {
-    let position = i64::try_from(checkpoint.position.0)
-        .map_err(|_| BackendError::new(BackendErrorKind::Other, "the position is out of range"))?;
+    let position = position_column(checkpoint.position)?;
     tx.execute(
         SAVE_CHECKPOINT,
         params![
@@ -467,9 +408,7 @@ fn save(
     )
     .map_err(failed("saving the checkpoint"))?;
     if let Some(skipped) = skipped {
-        let position = i64::try_from(skipped.position.0).map_err(|_| {
-            BackendError::new(BackendErrorKind::Other, "the position is out of range")
-        })?;
+        let position = position_column(skipped.position)?;
         tx.execute(
             RECORD_SKIPPED,
             params![
@@ -504,16 +443,8 @@ fn list_skipped(conn: &Connection, name: &str) -> Result<Vec<SkippedEvent>, Back
         .map_err(failed("listing skipped events"))?;
     rows.into_iter()
         .map(|(position, event_id, event_type, error, skipped_at)| {
-            Ok(SkippedEvent {
-                position: Position(
-                    u64::try_from(position).map_err(|_| corrupt("a position is negative"))?,
-                ),
-                event_id: parse_event_id(&event_id)?,
-                event_type: EventType::new(event_type)
-                    .map_err(|_| corrupt("an event type is invalid"))?,
-                error,
-                skipped_at: Timestamp::from_unix_micros(skipped_at),
-            })
+            let event_id = parse_event_id(&event_id)?;
+            stored_skipped(position, event_id, event_type, error, skipped_at)
         })
         .collect()
 }
