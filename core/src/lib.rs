@@ -24,6 +24,7 @@
 extern crate self as annals_core;
 mod aggregate;
 mod append;
+mod backend;
 mod checkpoint;
 mod contract;
 mod decode;
@@ -133,6 +134,9 @@ pub mod store {
     pub use crate::append::{
         run_append, AppendTarget, Appended, Inserted, PlannedRow, PriorAppend, StreamAppend,
         MAX_VERSION,
+    };
+    pub use crate::backend::{
+        prefix_bounds, request_status_code, request_status_from_code, stream_read_start, Names,
     };
     pub use crate::event::RecordedParts;
     pub use crate::id::check_category;

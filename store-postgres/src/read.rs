@@ -18,6 +18,7 @@
 //! collation compares bytes, never `LIKE`); event types narrow what the
 //! arms find.
 
+use annals_core::store::{prefix_bounds, stream_read_start};
 use annals_core::{Direction, LogFilter, ReadStream, StreamId};
 use tokio_postgres::types::ToSql;
 
@@ -108,23 +109,6 @@ pub(crate) fn log_query(
     Some(query)
 }
 
-/// The range of stream ids that start with `prefix`: `[lower, upper)`, no
-/// upper bound when every character is the last one.
-pub(crate) fn prefix_bounds(prefix: &str) -> (String, Option<String>) {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return (prefix.to_owned(), Some(chars.into_iter().collect()));
-        }
-    }
-    (prefix.to_owned(), None)
-}
-
 /// Which statement reads a stream page, from where and how many; `None`
 /// when the page is empty by its limit.
 pub(crate) fn stream_query<'s>(
@@ -132,15 +116,12 @@ pub(crate) fn stream_query<'s>(
     forward: &'s str,
     backward: &'s str,
 ) -> Option<(&'s str, i64, i64)> {
-    let limit = read.max_count();
-    if limit == 0 {
-        return None;
-    }
-    let (sql, from) = match read.direction() {
-        Direction::Backward => (backward, read.start().unwrap_or(u64::MAX)),
-        _ => (forward, read.start().unwrap_or(1)),
+    let (direction, from) = stream_read_start(read)?;
+    let sql = match direction {
+        Direction::Backward => backward,
+        _ => forward,
     };
-    Some((sql, to_sql_int(from), to_sql_int(limit as u64)))
+    Some((sql, to_sql_int(from), to_sql_int(read.max_count() as u64)))
 }
 
 /// The stream id as the statements bind it.
@@ -152,17 +133,6 @@ pub(crate) fn stream_param(stream: &StreamId) -> &str {
 mod tests {
     use super::*;
     use annals_core::{EventType, Position, ReadAll};
-
-    #[test]
-    fn prefix_bounds_cover_exactly_the_ids_with_the_prefix() {
-        assert_eq!(prefix_bounds("acc_"), ("acc_".into(), Some("acc`".into())));
-        assert_eq!(prefix_bounds(""), (String::new(), None));
-        assert_eq!(
-            prefix_bounds("a\u{D7FF}"),
-            ("a\u{D7FF}".into(), Some("a\u{E000}".into()))
-        );
-        assert_eq!(prefix_bounds("\u{10FFFF}"), ("\u{10FFFF}".into(), None));
-    }
 
     #[test]
     fn filters_that_match_nothing_make_no_query() -> Result<(), annals_core::InvalidName> {

@@ -13,6 +13,7 @@
 //! pending request whose claim has not expired is running, which depends
 //! on the time of the question and so is worked out as it is asked.
 
+use annals_core::store::{request_status_code, request_status_from_code};
 use annals_core::{
     later, AttemptError, BackendError, BackendErrorKind, Checkpoint, Claim, EventId, EventType,
     Finish, HandlerRequest, HandlerStore, NewRequest, Position, RequestCounts, RequestFilter,
@@ -25,24 +26,9 @@ use tokio_postgres::Row;
 use crate::error::{backend, corrupt};
 use crate::store::{stored_position, unstorable, PostgresStore};
 
-const PENDING: i16 = 0;
-const RUNNING: i16 = 1;
-const DONE: i16 = 2;
-const DEAD: i16 = 3;
-const DISCARDED: i16 = 4;
-
+/// The stored number of each status.
 fn code(status: RequestStatus) -> i16 {
-    match status {
-        RequestStatus::Pending => PENDING,
-        RequestStatus::Running => RUNNING,
-        RequestStatus::Done => DONE,
-        RequestStatus::Dead => DEAD,
-        RequestStatus::Discarded => DISCARDED,
-        // `RequestStatus` may grow; a status this code does not know
-        // matches no row.
-        #[allow(unreachable_patterns)]
-        _ => -1,
-    }
+    request_status_code(status)
 }
 
 fn sql_id(id: RequestId) -> Result<i64, BackendError> {
@@ -201,14 +187,10 @@ fn request_from_row(row: &Row) -> Result<HandlerRequest, BackendError> {
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| bad(what))
     };
-    let status = match row.try_get::<_, i16>(8).map_err(|_| bad("status"))? {
-        PENDING => RequestStatus::Pending,
-        RUNNING => RequestStatus::Running,
-        DONE => RequestStatus::Done,
-        DEAD => RequestStatus::Dead,
-        DISCARDED => RequestStatus::Discarded,
-        _ => return Err(bad("status")),
-    };
+    let status = request_status_from_code(i64::from(
+        row.try_get::<_, i16>(8).map_err(|_| bad("status"))?,
+    ))
+    .ok_or_else(|| bad("status"))?;
     Ok(HandlerRequest {
         id,
         handler: text(1, "handler")?,
@@ -428,18 +410,18 @@ impl HandlerStore for PostgresStore {
         let now = now.as_unix_micros();
         let (status, failures, due, attempts_back, error): (i16, i32, Option<i64>, i32, _) =
             match &finish {
-                Finish::Done => (DONE, 0, None, 0, None),
+                Finish::Done => (code(RequestStatus::Done), 0, None, 0, None),
                 Finish::Failed { error, retry_at } => match retry_at {
                     Some(at) => (
-                        PENDING,
+                        code(RequestStatus::Pending),
                         1,
                         Some(at.as_unix_micros()),
                         0,
                         Some(error.as_str()),
                     ),
-                    None => (DEAD, 1, None, 0, Some(error.as_str())),
+                    None => (code(RequestStatus::Dead), 1, None, 0, Some(error.as_str())),
                 },
-                Finish::Released => (PENDING, 0, Some(now), 1, None),
+                Finish::Released => (code(RequestStatus::Pending), 0, Some(now), 1, None),
                 #[allow(unreachable_patterns)]
                 _ => {
                     return Err(BackendError::new(
@@ -514,10 +496,11 @@ impl HandlerStore for PostgresStore {
             return Ok(0);
         }
         let requests = self.table("handler_requests");
+        let dead = code(RequestStatus::Dead);
         let sql = format!(
             "UPDATE {requests} SET status = 0, failures = 0, due_at = $1, updated_at = $1
              WHERE id IN (SELECT id FROM {requests}
-                          WHERE status = {DEAD} AND {MATCHES} ORDER BY id LIMIT $9)"
+                          WHERE status = {dead} AND {MATCHES} ORDER BY id LIMIT $9)"
         );
         let params = FilterParams::new(filter, now)?;
         self.execute("requeuing dead requests", &sql, &params.params())
@@ -534,9 +517,11 @@ impl HandlerStore for PostgresStore {
             return Err(refuse_nul("a discard reason"));
         }
         let sql = format!(
-            "UPDATE {} SET status = {DISCARDED}, discard_reason = $2, updated_at = $3 \
-             WHERE id = $1 AND status = {DEAD}",
-            self.table("handler_requests")
+            "UPDATE {} SET status = {}, discard_reason = $2, updated_at = $3 \
+             WHERE id = $1 AND status = {}",
+            self.table("handler_requests"),
+            code(RequestStatus::Discarded),
+            code(RequestStatus::Dead),
         );
         let changed = self
             .execute(
@@ -560,11 +545,12 @@ impl HandlerStore for PostgresStore {
         for row in &rows {
             let bad = || corrupt("a request count is unreadable");
             let n = u64::try_from(row.try_get::<_, i64>(1).map_err(|_| bad())?).unwrap_or(0);
-            match row.try_get::<_, i16>(0).map_err(|_| bad())? {
-                PENDING => counts.pending = n,
-                RUNNING => counts.running = n,
-                DONE => counts.done = n,
-                DEAD => counts.dead = n,
+            match request_status_from_code(i64::from(row.try_get::<_, i16>(0).map_err(|_| bad())?))
+            {
+                Some(RequestStatus::Pending) => counts.pending = n,
+                Some(RequestStatus::Running) => counts.running = n,
+                Some(RequestStatus::Done) => counts.done = n,
+                Some(RequestStatus::Dead) => counts.dead = n,
                 _ => counts.discarded += n,
             }
         }

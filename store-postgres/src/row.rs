@@ -5,10 +5,8 @@
 //! back: it is reported as [`ReadError::Corrupt`] with its position, never
 //! a panic.
 
-use annals_core::store::{RecordedParts, ReplayEvent};
-use annals_core::{
-    EventId, EventType, Metadata, Payload, Position, ReadError, RecordedEvent, StreamId, Timestamp,
-};
+use annals_core::store::{Names, RecordedParts, ReplayEvent};
+use annals_core::{EventId, Metadata, Payload, Position, ReadError, RecordedEvent, Timestamp};
 use tokio_postgres::Row;
 
 /// The columns of a whole event, in the order [`event_from_row`] reads.
@@ -22,43 +20,6 @@ pub(crate) const REPLAY_COLUMNS: &str = "position, version, event_type, schema_v
 /// are checked to fit; anything larger is kept at the largest value.
 pub(crate) fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Names already read in one result: rows of one stream, or of a few event
-/// types, share one allocation.
-#[derive(Default)]
-pub(crate) struct Names {
-    stream: Option<StreamId>,
-    types: Vec<EventType>,
-}
-
-/// How many distinct event types a result remembers.
-const REMEMBERED_TYPES: usize = 32;
-
-impl Names {
-    fn stream(&mut self, text: &str) -> Result<StreamId, String> {
-        if let Some(known) = &self.stream {
-            if known.as_str() == text {
-                return Ok(known.clone());
-            }
-        }
-        let stream = StreamId::new(text)
-            .map_err(|e| format!("stored stream id is invalid: {}", e.problem))?;
-        self.stream = Some(stream.clone());
-        Ok(stream)
-    }
-
-    fn event_type(&mut self, text: &str) -> Result<EventType, String> {
-        if let Some(known) = self.types.iter().find(|t| t.as_str() == text) {
-            return Ok(known.clone());
-        }
-        let event_type = EventType::new(text)
-            .map_err(|e| format!("stored event type is invalid: {}", e.problem))?;
-        if self.types.len() < REMEMBERED_TYPES {
-            self.types.push(event_type.clone());
-        }
-        Ok(event_type)
-    }
 }
 
 fn corrupt(position: Position, reason: impl Into<String>) -> ReadError {

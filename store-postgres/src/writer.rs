@@ -30,7 +30,9 @@ use tokio_postgres::{Client, Statement};
 type Params<'a> = [&'a (dyn ToSql + Sync); 1];
 
 use crate::error::{backend, kind_of};
-use crate::row::{event_from_row, to_sql_int, Names};
+use annals_core::store::Names;
+
+use crate::row::{event_from_row, to_sql_int};
 use crate::sql::Sql;
 use crate::target::{Group, Planned};
 

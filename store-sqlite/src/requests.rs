@@ -6,6 +6,7 @@
 //! pending request whose claim has not expired is running, which depends
 //! on the time of the question and so is worked out as it is asked.
 
+use annals_core::store::{request_status_code, request_status_from_code};
 use annals_core::{
     later, AttemptError, BackendError, BackendErrorKind, Claim, EventId, EventType, Finish,
     HandlerRequest, NewRequest, Position, RequestCounts, RequestFilter, RequestId, RequestStatus,
@@ -16,24 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::backend;
 
-const PENDING: i64 = 0;
-const RUNNING: i64 = 1;
-const DONE: i64 = 2;
-const DEAD: i64 = 3;
-const DISCARDED: i64 = 4;
-
+/// The stored number of each status.
 fn code(status: RequestStatus) -> i64 {
-    match status {
-        RequestStatus::Pending => PENDING,
-        RequestStatus::Running => RUNNING,
-        RequestStatus::Done => DONE,
-        RequestStatus::Dead => DEAD,
-        // `RequestStatus` may grow; a status this code does not know
-        // matches no row.
-        RequestStatus::Discarded => DISCARDED,
-        #[allow(unreachable_patterns)]
-        _ => -1,
-    }
+    i64::from(request_status_code(status))
 }
 
 fn sql_int(value: u64, what: &str) -> Result<i64, BackendError> {
@@ -187,12 +173,18 @@ pub(crate) fn finish_request(
         return Ok(false);
     }
     let (status, failures, due, attempts_back, error) = match finish {
-        Finish::Done => (DONE, 0, None, 0, None),
+        Finish::Done => (code(RequestStatus::Done), 0, None, 0, None),
         Finish::Failed { error, retry_at } => match retry_at {
-            Some(at) => (PENDING, 1, Some(at.as_unix_micros()), 0, Some(error)),
-            None => (DEAD, 1, None, 0, Some(error)),
+            Some(at) => (
+                code(RequestStatus::Pending),
+                1,
+                Some(at.as_unix_micros()),
+                0,
+                Some(error),
+            ),
+            None => (code(RequestStatus::Dead), 1, None, 0, Some(error)),
         },
-        Finish::Released => (PENDING, 0, Some(now), 1, None),
+        Finish::Released => (code(RequestStatus::Pending), 0, Some(now), 1, None),
         #[allow(unreachable_patterns)]
         _ => {
             return Err(BackendError::new(
@@ -260,11 +252,12 @@ pub(crate) fn requeue(
     filter: &RequestFilter,
     now: Timestamp,
 ) -> Result<u64, BackendError> {
+    let dead = code(RequestStatus::Dead);
     let sql = format!(
         "UPDATE handler_requests
          SET status = 0, failures = 0, due_at = ?1, updated_at = ?1
          WHERE id IN (SELECT id FROM handler_requests
-                      WHERE status = {DEAD} AND {MATCHES} ORDER BY id LIMIT ?9)"
+                      WHERE status = {dead} AND {MATCHES} ORDER BY id LIMIT ?9)"
     );
     let params = filter_params(filter, now)?;
     let changed = conn
@@ -402,14 +395,7 @@ fn request_from_row(row: &Row<'_>) -> Result<HandlerRequest, BackendError> {
         }
     };
     let count = |i: usize, what: &str| u32::try_from(int(i, what)?).map_err(|_| bad(what));
-    let status = match int(8, "status")? {
-        PENDING => RequestStatus::Pending,
-        RUNNING => RequestStatus::Running,
-        DONE => RequestStatus::Done,
-        DEAD => RequestStatus::Dead,
-        DISCARDED => RequestStatus::Discarded,
-        _ => return Err(bad("status")),
-    };
+    let status = request_status_from_code(int(8, "status")?).ok_or_else(|| bad("status"))?;
     Ok(HandlerRequest {
         id,
         handler: text(1, "handler")?,
@@ -450,11 +436,11 @@ pub(crate) fn request_counts(
     let mut counts = RequestCounts::default();
     while let Some(row) = rows.next().map_err(failed)? {
         let n = u64::try_from(row.get::<_, i64>(1).map_err(failed)?).unwrap_or(0);
-        match row.get::<_, i64>(0).map_err(failed)? {
-            PENDING => counts.pending = n,
-            RUNNING => counts.running = n,
-            DONE => counts.done = n,
-            DEAD => counts.dead = n,
+        match request_status_from_code(row.get::<_, i64>(0).map_err(failed)?) {
+            Some(RequestStatus::Pending) => counts.pending = n,
+            Some(RequestStatus::Running) => counts.running = n,
+            Some(RequestStatus::Done) => counts.done = n,
+            Some(RequestStatus::Dead) => counts.dead = n,
             _ => counts.discarded += n,
         }
     }

@@ -5,10 +5,8 @@
 //! the rules, a negative version) was changed behind the store's back: it
 //! is reported as [`ReadError::Corrupt`] with its position, never a panic.
 
-use annals_core::store::{RecordedParts, ReplayEvent};
-use annals_core::{
-    EventId, EventType, Metadata, Payload, Position, ReadError, RecordedEvent, StreamId, Timestamp,
-};
+use annals_core::store::{Names, RecordedParts, ReplayEvent};
+use annals_core::{EventId, Metadata, Payload, Position, ReadError, RecordedEvent, Timestamp};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
@@ -22,48 +20,6 @@ pub(crate) const EVENT_COLUMNS: &str =
 /// `i64::MAX` cannot be stored, so it reads like the largest stored value.
 pub(crate) fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// The stream ids and event types of the rows read so far in one query.
-///
-/// Rows of a page mostly repeat a few names (every row of a stream read has
-/// the same stream id), so a name equal to one already read is shared
-/// rather than checked and copied again.
-#[derive(Default)]
-pub(crate) struct Names {
-    stream: Option<StreamId>,
-    types: Vec<EventType>,
-}
-
-/// How many distinct event types a page remembers.
-const REMEMBERED_TYPES: usize = 32;
-
-impl Names {
-    fn stream(&mut self, bytes: &[u8]) -> Result<StreamId, String> {
-        if let Some(known) = &self.stream {
-            if known.as_str().as_bytes() == bytes {
-                return Ok(known.clone());
-            }
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| "stream id is not valid UTF-8")?;
-        let stream = StreamId::new(text)
-            .map_err(|e| format!("stored stream id is invalid: {}", e.problem))?;
-        self.stream = Some(stream.clone());
-        Ok(stream)
-    }
-
-    fn event_type(&mut self, bytes: &[u8]) -> Result<EventType, String> {
-        if let Some(known) = self.types.iter().find(|t| t.as_str().as_bytes() == bytes) {
-            return Ok(known.clone());
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| "event type is not valid UTF-8")?;
-        let event_type = EventType::new(text)
-            .map_err(|e| format!("stored event type is invalid: {}", e.problem))?;
-        if self.types.len() < REMEMBERED_TYPES {
-            self.types.push(event_type.clone());
-        }
-        Ok(event_type)
-    }
 }
 
 /// Turns a stored row into an event; a row that does not fit is reported
@@ -93,7 +49,7 @@ pub(crate) fn event_from_row(row: &Row<'_>, names: &mut Names) -> Result<Recorde
         }
     };
     let stream_id = names
-        .stream(bytes(1, "stream id")?)
+        .stream(text(1, "stream id")?)
         .map_err(|reason| corrupt(position, reason))?;
     let version = u64::try_from(int(2, "version")?)
         .ok()
@@ -107,7 +63,7 @@ pub(crate) fn event_from_row(row: &Row<'_>, names: &mut Names) -> Result<Recorde
     }
     .ok_or_else(|| corrupt(position, "event id is not a 16-byte UUID".into()))?;
     let event_type = names
-        .event_type(bytes(4, "event type")?)
+        .event_type(text(4, "event type")?)
         .map_err(|reason| corrupt(position, reason))?;
     let schema_version = u32::try_from(int(5, "schema version")?)
         .map_err(|_| corrupt(position, "schema version is out of range".into()))?;
@@ -144,7 +100,9 @@ pub(crate) fn replay_event_from_row(
         .filter(|v| *v >= 1)
         .ok_or_else(|| corrupt(position, "version is below 1".into()))?;
     let event_type = match row.get_ref(2) {
-        Ok(ValueRef::Text(bytes)) => names.event_type(bytes),
+        Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
+            .map_err(|_| "event type is not valid UTF-8".to_owned())
+            .and_then(|text| names.event_type(text)),
         _ => Err("event type is not text".to_owned()),
     }
     .map_err(|reason| corrupt(position, reason))?;

@@ -10,6 +10,7 @@
 //! position order (no index: each index costs every commit a page). Stream
 //! ids compare byte for byte (ranges, never `LIKE`).
 
+use annals_core::store::prefix_bounds;
 use annals_core::LogFilter;
 use rusqlite::types::Value;
 
@@ -115,52 +116,11 @@ pub(crate) fn log_query(after: u64, filter: &LogFilter, limit: usize) -> Option<
     })
 }
 
-/// The bounds of stream ids that start with `prefix`, compared byte for
-/// byte: `[prefix, upper)`, with no upper bound when none exists.
-///
-/// UTF-8 orders bytes as it orders code points, so the first string past
-/// every id that starts with `prefix` is the prefix with its last character
-/// replaced by the next code point.
-pub(crate) fn prefix_bounds(prefix: &str) -> (String, Option<String>) {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            n => char::from_u32(n),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return (prefix.to_owned(), Some(chars.into_iter().collect()));
-        }
-    }
-    (prefix.to_owned(), None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use annals_core::{EventType, Position, ReadAll};
 
-    #[test]
-    fn prefix_bounds_cover_exactly_the_ids_with_the_prefix() {
-        assert_eq!(prefix_bounds("acc_"), ("acc_".into(), Some("acc`".into())));
-        assert_eq!(
-            prefix_bounds("account-"),
-            ("account-".into(), Some("account.".into()))
-        );
-        assert_eq!(prefix_bounds(""), (String::new(), None));
-        assert_eq!(
-            prefix_bounds("a\u{D7FF}"),
-            ("a\u{D7FF}".into(), Some("a\u{E000}".into()))
-        );
-        assert_eq!(
-            prefix_bounds("a\u{10FFFF}"),
-            ("a\u{10FFFF}".into(), Some("b".into()))
-        );
-        assert_eq!(prefix_bounds("\u{10FFFF}"), ("\u{10FFFF}".into(), None));
-    }
-
-    /// The plan SQLite picks for a filter's query, on the real schema.
     fn plan(read: &ReadAll) -> Result<String, Box<dyn std::error::Error>> {
         let conn = rusqlite::Connection::open_in_memory()?;
         for migration in crate::schema::migrations() {

@@ -14,7 +14,7 @@ pub(crate) use checkpoints::load_checkpoint;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use annals_core::store::{ReplayEvent, Snapshot};
+use annals_core::store::{stream_read_start, ReplayEvent, Snapshot};
 use annals_core::{
     BackendError, Checkpoint, Direction, HandlerRequest, Page, Payload, Position, ReadAll,
     ReadError, ReadStream, RecordedEvent, RequestCounts, RequestFilter, SkippedEvent,
@@ -245,12 +245,10 @@ fn stream_query(
     backward: &'static str,
 ) -> Option<(&'static str, (String, i64, i64), usize)> {
     let limit = read.max_count();
-    if limit == 0 {
-        return None;
-    }
-    let (sql, from) = match read.direction() {
-        Direction::Backward => (backward, read.start().unwrap_or(u64::MAX)),
-        _ => (forward, read.start().unwrap_or(1)),
+    let (direction, from) = stream_read_start(&read)?;
+    let sql = match direction {
+        Direction::Backward => backward,
+        _ => forward,
     };
     let params = (
         stream.as_str().to_owned(),

@@ -14,7 +14,9 @@ use rusqlite::Connection;
 
 use crate::error::{backend, is_unique_violation};
 use crate::read::load_checkpoint;
-use crate::row::{event_from_row, to_sql_int, Names};
+use annals_core::store::Names;
+
+use crate::row::{event_from_row, to_sql_int};
 use crate::writer::checkpoint::{save_checkpoint, CheckpointSave};
 use crate::writer::fault::{Faults, Step};
 
