@@ -334,14 +334,9 @@ impl EventStore for PostgresStore {
             .await
             .map_err(failed)?;
         // The head first: every event up to it had committed when the
-        // page's query began (see `read`).
-        let head = head_of(
-            &client
-                .query_one(&head_statement, &[])
-                .await
-                .map_err(failed)?,
-        )?;
-        let events = match (&query, limit) {
+        // page's query began (see `read`). The two statements go in one
+        // pipeline; the server runs them in order.
+        let (head, events) = match (&query, limit) {
             (Some(query), 1..) => {
                 let statement = client.prepare_cached(&query.sql).await.map_err(failed)?;
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = query
@@ -349,10 +344,20 @@ impl EventStore for PostgresStore {
                     .iter()
                     .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let rows = client.query(&statement, &params).await.map_err(failed)?;
-                events_from_rows(&rows, event_from_row)?
+                let (head, rows) = tokio::try_join!(
+                    client.query_one(&head_statement, &[]),
+                    client.query(&statement, &params),
+                )
+                .map_err(failed)?;
+                (head_of(&head)?, events_from_rows(&rows, event_from_row)?)
             }
-            _ => Vec::new(),
+            _ => {
+                let head = client
+                    .query_one(&head_statement, &[])
+                    .await
+                    .map_err(failed)?;
+                (head_of(&head)?, Vec::new())
+            }
         };
         let read_through = match events.last() {
             Some(last) if events.len() == limit => last.position,

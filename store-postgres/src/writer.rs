@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 
+use annals_core::store::Names;
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Position, Timestamp,
 };
@@ -27,11 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-type Params<'a> = [&'a (dyn ToSql + Sync); 1];
-
 use crate::error::{backend, kind_of};
-use annals_core::store::Names;
-
 use crate::row::{event_from_row, to_sql_int};
 use crate::sql::Sql;
 use crate::target::{Group, Planned};
@@ -42,6 +39,9 @@ const QUEUE: usize = 1024;
 const GROUP_EVENTS: usize = 10_000;
 
 type Reply = oneshot::Sender<Result<AppendOutcome, AppendError>>;
+
+/// The parameters of a one-parameter statement.
+type Params<'a> = [&'a (dyn ToSql + Sync); 1];
 
 struct Job {
     request: AppendRequest,
