@@ -12,7 +12,7 @@
 //! commit in any order: a reader that goes on from the last position it saw
 //! could move past an event that commits later with a lower number, and
 //! never see it. This store assigns positions under a lock instead: every
-//! append first updates the single row of `log_head` (a row lock) and holds
+//! append first locks the single row of `log_head` (`FOR UPDATE`), holds
 //! it until it commits, reads the head there, numbers its events from it
 //! and writes the new head. Commits that write events are therefore
 //! serialised, in every process, and commit order is position order: an

@@ -40,9 +40,10 @@ impl Sql {
         Sql {
             // The lock every append takes first and holds to commit: see
             // the crate's docs on why no reader skips an event.
-            lock_head: format!(
-                "UPDATE {s}.log_head SET position = position WHERE one RETURNING position"
-            ),
+            // (`FOR UPDATE` waits for the holder to commit and then returns
+            // the head it committed: the row as it is now, not as it was
+            // when the statement began.)
+            lock_head: format!("SELECT position FROM {s}.log_head WHERE one FOR UPDATE"),
             versions: format!(
                 "SELECT stream_id, max(version) FROM {s}.events \
                  WHERE stream_id = ANY($1::text[]) GROUP BY stream_id"

@@ -4,7 +4,7 @@
 //! A group's transaction goes in two round trips, each a pipeline of
 //! statements the server runs in order:
 //!
-//! 1. `BEGIN`, the head lock (an `UPDATE` of the one `log_head` row), then,
+//! 1. `BEGIN`, the head lock (`SELECT ... FOR UPDATE` of the one `log_head` row), then,
 //!    under the lock, the versions of the group's streams, the stored events
 //!    with the group's event ids, and the tracked checkpoints;
 //! 2. after each append is decided in memory ([`crate::target`]): one

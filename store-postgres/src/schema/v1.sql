@@ -10,7 +10,7 @@ CREATE TABLE __SCHEMA__.annals_meta (
 );
 
 -- One row: the position of the newest committed event. Every append locks
--- it (`UPDATE`) before it assigns positions, and holds the lock until it
+-- it (`FOR UPDATE`) before it assigns positions, and holds the lock until it
 -- commits, so positions are assigned in commit order and a reader never
 -- finds an event committing below one it has seen.
 CREATE TABLE __SCHEMA__.log_head (
