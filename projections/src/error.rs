@@ -31,6 +31,29 @@ pub enum StartError {
         /// What is wrong with them.
         source: annals_core::upcast::RegistryError,
     },
+    /// The schema named for a PostgreSQL read model is not a plain
+    /// lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes, not a
+    /// system schema): name another.
+    #[cfg(feature = "postgres")]
+    #[error("projection {projection}: schema name {schema:?} is invalid: {reason}")]
+    InvalidSchema {
+        /// The projection.
+        projection: &'static str,
+        /// The schema name given.
+        schema: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The connection string given for a PostgreSQL read model does not
+    /// parse: fix it.
+    #[cfg(feature = "postgres")]
+    #[error("projection {projection}: the PostgreSQL connection string is invalid: {source}")]
+    InvalidConnectionString {
+        /// The projection.
+        projection: &'static str,
+        /// Why it does not parse (names the option, never its value).
+        source: tokio_postgres::Error,
+    },
     /// A setting of the runner is out of range.
     #[error("invalid runner setting {setting}: {reason}")]
     InvalidOptions {

@@ -1,4 +1,4 @@
-//! The two kinds of projection, and the choices each one makes.
+//! The kinds of projection, and the choices each one makes.
 
 use std::time::Duration;
 
@@ -114,6 +114,133 @@ pub trait SqliteProjection: Send + 'static {
     ) -> Result<(), BatchFailure> {
         for (index, event) in events.iter().enumerate() {
             self.handle(db, event)
+                .map_err(|error| BatchFailure { index, error })?;
+        }
+        Ok(())
+    }
+
+    /// What the runner does when `handle` fails or panics.
+    fn on_failure(&self) -> FailurePolicy {
+        FailurePolicy::Stop
+    }
+
+    /// What the runner does with an event of a type the projection's event
+    /// set does not know, inside a category it reads.
+    fn on_unknown_event(&self) -> UnknownEvents {
+        UnknownEvents::Fail
+    }
+}
+
+/// A read model in a PostgreSQL database (typically the event store's),
+/// updated exactly once.
+///
+/// The runner opens a transaction on the database, calls
+/// [`handle`](PostgresProjection::handle) for each event of a batch with
+/// that transaction, writes the projection's checkpoint into the same
+/// database, and commits: the tables and the checkpoint move together, so
+/// a crash neither loses an event's effect nor applies it twice.
+///
+/// # The model's schema
+///
+/// The model lives in a schema the runner is given (see
+/// [`Projections::postgres`](crate::Projections::postgres)), beside the
+/// table of checkpoints (`annals_projections`) and of skipped events
+/// (`annals_skipped_events`). Each transaction the runner hands over has
+/// its `search_path` set to that schema alone: write the model's names
+/// unqualified, and qualify anything outside it (`public.rates`).
+///
+/// # Schema and versions
+///
+/// [`create`](PostgresProjection::create) makes the empty tables (and
+/// their indexes, views and sequences) of the current
+/// [`VERSION`](PostgresProjection::VERSION). A read model is derived data,
+/// so it is never migrated in place: a change to its tables or to what it
+/// makes of events bumps `VERSION`, and the runner rebuilds it from the log
+/// into a shadow schema while the old one keeps serving, then moves the new
+/// tables in, in one transaction. The tables, views and sequences `create`
+/// made are the ones the runner drops when it swaps the model; other
+/// objects (types, functions) belong outside the model's schema.
+///
+/// A projection is `Sync` because its async methods hold `&self` across
+/// their awaits; its state is the database's, so that is rarely a burden.
+///
+/// ```
+/// use annals_core::testkit::bank::AccountEvent;
+/// use annals_projections::tokio_postgres::Transaction;
+/// use annals_projections::{async_trait, Envelope, HandlerError, PostgresProjection};
+///
+/// struct Balances;
+///
+/// #[async_trait]
+/// impl PostgresProjection for Balances {
+///     type Events = AccountEvent;
+///     const NAME: &'static str = "balances";
+///
+///     async fn create(&self, db: &Transaction<'_>) -> Result<(), HandlerError> {
+///         db.batch_execute("CREATE TABLE balances (account TEXT PRIMARY KEY, cents BIGINT NOT NULL)")
+///             .await?;
+///         Ok(())
+///     }
+///
+///     async fn handle(&mut self, db: &Transaction<'_>, event: &Envelope<AccountEvent>) -> Result<(), HandlerError> {
+///         let change = match event.event {
+///             AccountEvent::Opened { .. } => 0,
+///             AccountEvent::Deposited { amount } => i64::try_from(amount)?,
+///             AccountEvent::Withdrawn { amount } => -i64::try_from(amount)?,
+///         };
+///         db.execute(
+///             "INSERT INTO balances VALUES ($1, $2)
+///              ON CONFLICT (account) DO UPDATE SET cents = balances.cents + $2",
+///             &[&event.stream_id.id(), &change],
+///         )
+///         .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[cfg(feature = "postgres")]
+#[async_trait]
+pub trait PostgresProjection: Send + Sync + 'static {
+    /// The events it reads; the runner pushes their filter into the store.
+    type Events: EventSet;
+
+    /// Its name: stable across deploys, since it keys the checkpoint. ASCII
+    /// letters, digits, `_`, `-` and `.`; at most 64 bytes.
+    const NAME: &'static str;
+
+    /// The version of its tables and of what it makes of events. When the
+    /// stored model was built by another version, the runner rebuilds it.
+    const VERSION: u32 = 1;
+
+    /// Creates the model's empty tables (and their indexes), unqualified:
+    /// they go into the schema the runner sets.
+    async fn create(&self, db: &tokio_postgres::Transaction<'_>) -> Result<(), HandlerError>;
+
+    /// Applies one event to the model, inside the batch's transaction.
+    ///
+    /// It must not commit or roll back, and must not keep state outside
+    /// the database that a rolled-back batch would leave behind: after a
+    /// failure the batch is rolled back and part of it handled again.
+    async fn handle(
+        &mut self,
+        db: &tokio_postgres::Transaction<'_>,
+        event: &Envelope<Self::Events>,
+    ) -> Result<(), HandlerError>;
+
+    /// Applies a batch of events, in order, inside the batch's
+    /// transaction. The default calls [`handle`](PostgresProjection::handle)
+    /// for each; override it to work on the batch as a whole (one
+    /// multi-row statement rather than one per event, say). On a failure,
+    /// say which event failed: the batch is rolled back and the events
+    /// before it are handled again.
+    async fn handle_batch(
+        &mut self,
+        db: &tokio_postgres::Transaction<'_>,
+        events: &[Envelope<Self::Events>],
+    ) -> Result<(), BatchFailure> {
+        for (index, event) in events.iter().enumerate() {
+            self.handle(db, event)
+                .await
                 .map_err(|error| BatchFailure { index, error })?;
         }
         Ok(())

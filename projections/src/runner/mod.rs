@@ -1,6 +1,8 @@
 //! The runner: projections catch up, follow live commits, report, wait,
 //! rebuild, and stop.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 pub(crate) mod source;
 pub(crate) mod target;
 pub(crate) mod task;

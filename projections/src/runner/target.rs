@@ -1,6 +1,6 @@
-//! Where a projection's batches go: an SQLite read model (exactly once) or
-//! any other projection with its checkpoint in the event store (at least
-//! once). The runner's loop drives both the same way.
+//! Where a projection's batches go: an SQLite or PostgreSQL read model
+//! (exactly once) or any other projection with its checkpoint in the event
+//! store (at least once). The runner's loop drives them all the same way.
 
 use std::path::PathBuf;
 
@@ -146,6 +146,59 @@ fn applied<E>(
             "applying a batch",
             e,
         ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exactly once: a PostgreSQL read model, worked on the runtime.
+
+#[cfg(feature = "postgres")]
+pub(crate) struct PostgresTarget<P> {
+    model: crate::postgres::ReadModel<P>,
+}
+
+#[cfg(feature = "postgres")]
+impl<P: crate::projection::PostgresProjection> PostgresTarget<P> {
+    pub(crate) fn new(model: crate::postgres::ReadModel<P>) -> Self {
+        PostgresTarget { model }
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl<P: crate::projection::PostgresProjection> Target<P::Events> for PostgresTarget<P> {
+    async fn open(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        let opened = self.model.open().await;
+        opened
+            .map(Some)
+            .map_err(|e| RunError::backend(P::NAME, "opening the read model", e))
+    }
+
+    async fn apply(
+        &mut self,
+        events: Vec<Envelope<P::Events>>,
+        checkpoint: Checkpoint,
+        skipped: Option<SkippedEvent>,
+    ) -> Result<(), ApplyError<P::Events>> {
+        let outcome = self
+            .model
+            .apply(&events, checkpoint, skipped.as_ref())
+            .await;
+        applied(P::NAME, events, outcome)
+    }
+
+    fn rolls_back(&self) -> bool {
+        true
+    }
+
+    async fn begin_rebuild(&mut self) -> Result<Checkpoint, RunError> {
+        let begun = self.model.begin_rebuild().await;
+        begun.map_err(|e| RunError::backend(P::NAME, "starting a rebuild", e))
+    }
+
+    async fn finish_rebuild(&mut self, _cursor: Checkpoint) -> Result<Checkpoint, RunError> {
+        let swapped = self.model.finish_rebuild().await;
+        swapped.map_err(|e| RunError::backend(P::NAME, "swapping the rebuilt model in", e))
     }
 }
 

@@ -1,0 +1,1 @@
+SELECT version, position, event_id, tables FROM {schema}.annals_projections WHERE name = $1
