@@ -39,7 +39,7 @@ impl Switches {
         switches
     }
 
-    fn check(&self, event: &AccountEvent) -> Result<(), HandlerError> {
+    pub fn check(&self, event: &AccountEvent) -> Result<(), HandlerError> {
         match event {
             AccountEvent::Deposited { amount: UNLUCKY } if self.fail.load(Ordering::SeqCst) => {
                 Err("thirteen is unlucky".into())
@@ -52,7 +52,7 @@ impl Switches {
     }
 }
 
-fn change(event: &AccountEvent) -> Result<i64, HandlerError> {
+pub fn change(event: &AccountEvent) -> Result<i64, HandlerError> {
     Ok(match event {
         AccountEvent::Opened { .. } => 0,
         AccountEvent::Deposited { amount } => i64::try_from(*amount)?,
