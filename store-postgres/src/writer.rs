@@ -232,14 +232,26 @@ async fn commit_group(
     let client = &conn.client;
     let (by_stream, by_id, by_name): (Params<'_>, Params<'_>, Params<'_>) =
         ([&streams], [&ids], [&names]);
-    let (_, head, versions, stored, tracked) = tokio::try_join!(
+    // Every answer is awaited and the first failure in pipeline order is
+    // the one reported: once a statement fails, the server refuses the rest
+    // of the transaction ("current transaction is aborted"), an error that
+    // says nothing of the cause (a lock wait past the statement timeout,
+    // say). `try_join!` would report whichever failure it polled first.
+    let (begun, head, versions, stored, tracked) = tokio::join!(
         client.execute(&conn.begin, &[]),
         client.query_one(&conn.lock_head, &[]),
         client.query(&conn.versions, &by_stream),
         client.query(&conn.by_ids, &by_id),
         client.query(&conn.tracked, &by_name),
-    )
-    .map_err(|e| backend("reading the streams an append writes to", e))?;
+    );
+    let failed = |e| backend("reading the streams an append writes to", e);
+    begun.map_err(failed)?;
+    let head = head.map_err(failed)?;
+    let (versions, stored, tracked) = (
+        versions.map_err(failed)?,
+        stored.map_err(failed)?,
+        tracked.map_err(failed)?,
+    );
     let corrupt = |what: &str| BackendError::new(BackendErrorKind::Corrupt, what.to_owned());
     let mut group = Group {
         head: u64::try_from(head.try_get::<_, i64>(0).map_err(|_| corrupt("the head"))?)
@@ -376,7 +388,9 @@ async fn write_group(
     let checkpoint_rows: [&(dyn ToSql + Sync); 5] =
         [&names, &cp_positions, &cp_ids, &cp_versions, &cp_saved];
     let notification: [&(dyn ToSql + Sync); 2] = [&setup.channel, &head_text];
-    let written = tokio::try_join!(
+    // As in the first round trip: the first failure in pipeline order is
+    // the cause.
+    let (inserted, head_set, checkpoints_saved, notified, committed) = tokio::join!(
         client.execute(&conn.insert_events, &rows),
         client.execute(&conn.set_head, &new_head),
         async {
@@ -390,6 +404,11 @@ async fn write_group(
         client.execute(&conn.notify, &notification),
         client.execute(&conn.commit, &[]),
     );
+    let written = inserted
+        .and(head_set)
+        .and(checkpoints_saved)
+        .and(notified)
+        .and(committed);
     match written {
         Ok(_) => Ok(()),
         Err(e) if kind_of(&e) == BackendErrorKind::Unavailable => Err(BackendError::with_source(
