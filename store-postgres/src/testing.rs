@@ -36,13 +36,15 @@ pub fn unique_schema(prefix: &str) -> String {
     )
 }
 
-/// Stores in fresh schemas of one server, each dropped by
-/// [`Schemas::drop_all`].
+/// Stores in fresh schemas of one server, each schema dropped by
+/// [`Schemas::drop_all`]. Only the names are kept: a store's connections
+/// go when the test lets go of it, so a suite of many cases never holds
+/// more than the cases running at once.
 #[derive(Debug)]
 pub struct Schemas {
     url: String,
     prefix: String,
-    opened: Mutex<Vec<PostgresStore>>,
+    opened: Mutex<Vec<String>>,
 }
 
 impl Schemas {
@@ -55,12 +57,13 @@ impl Schemas {
         }
     }
 
-    /// The options of a store in a fresh schema, to adjust before
-    /// [`Schemas::open`].
+    /// The options of a store in a fresh schema (a small pool, a quick
+    /// head poll), to adjust before [`Schemas::open`].
     pub fn options(&self) -> PostgresOptions {
         PostgresStore::options()
             .url(self.url.clone())
             .schema(unique_schema(&self.prefix))
+            .pool_size(4)
             .head_poll_interval(std::time::Duration::from_millis(200))
     }
 
@@ -71,11 +74,12 @@ impl Schemas {
 
     /// Opens a store with `options`; its schema is dropped with the rest.
     pub async fn open(&self, options: PostgresOptions) -> Result<PostgresStore, OpenError> {
-        let store = options.connect().await?;
         if let Ok(mut opened) = self.opened.lock() {
-            opened.push(store.clone());
+            if !opened.contains(&options.schema) {
+                opened.push(options.schema.clone());
+            }
         }
-        Ok(store)
+        options.connect().await
     }
 
     /// Drops every schema opened so far.
@@ -85,10 +89,23 @@ impl Schemas {
             .lock()
             .map(|mut o| std::mem::take(&mut *o))
             .unwrap_or_default();
-        for store in opened {
-            if let Err(e) = store.drop_schema().await {
-                eprintln!("could not drop schema {}: {e}", store.schema());
+        for schema in opened {
+            if let Err(e) = drop_schema(&self.url, &schema).await {
+                eprintln!("could not drop schema {schema}: {e}");
             }
         }
     }
+}
+
+/// Drops `schema` on the server at `url`, with everything in it.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (name, config) = PostgresStore::options().url(url).schema(schema).check()?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let dropped = crate::schema::drop_schema(&client, &name).await;
+    drop(client);
+    let _ = driver.await;
+    Ok(dropped?)
 }
