@@ -283,7 +283,9 @@ async fn counts<S: EventStore + HandlerStore>(
 pub struct Progress {
     /// Stored events read by the processor.
     pub events: usize,
-    /// Requests it made.
+    /// Requests it handed to the store: one per matching (handler,
+    /// event), counted even when the store already held it (a request is
+    /// stored once, however often it is handed over).
     pub requests: usize,
     /// Requests executed (whatever their outcome).
     pub executed: usize,
