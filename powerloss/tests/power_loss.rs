@@ -34,6 +34,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use annals_core::testkit::crash::seed;
 use annals_powerloss::{
     CrashImage, CrashKind, Dice, History, Log, Op, Recording, VOLATILE_SUFFIXES,
 };
@@ -716,17 +717,4 @@ fn chain(error: &(dyn Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-fn seed() -> u64 {
-    std::env::var(SEED)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| {
-                    u64::try_from(d.as_nanos() % u128::from(u64::MAX)).unwrap_or(1) | 1
-                })
-        })
 }

@@ -14,18 +14,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use annals_core::prelude::*;
-use annals_core::{
-    AppendRequest, ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, StreamId,
-};
+use annals_core::testkit::crash::{random_batch, seed, verify_batches, Ack, Dice};
+use annals_core::{ExpectedVersion, NewEvent, Payload, Position, StreamId};
 use annals_postgres::testing::{url_or_skip, Schemas};
 use annals_postgres::PostgresStore;
 use common::{
-    assert_saw_the_whole_log, first_acks, follow, print_ack, seed, spawn_child, Acks, Dice,
-    TestResult, Waiting, PATIENCE,
+    assert_saw_the_whole_log, first_acks, follow, print_ack, spawn_child, Acks, TestResult,
+    Waiting, PATIENCE,
 };
 use tokio::sync::watch;
 
@@ -36,13 +34,8 @@ const WRITERS: u64 = 2;
 const TASKS: u64 = 3;
 const STREAMS_PER_TASK: u64 = 4;
 
-/// The payload of event `index` of batch `batch`: a pure function of both,
-/// with odd spacing, escapes and non-ASCII text that must come back byte
-/// for byte.
-fn payload_of(batch: &str, index: u64) -> String {
-    let pad = "é\\\"x".repeat(usize::try_from(index * 7 % 23).unwrap_or(0));
-    format!("{{ \"batch\":\"{batch}\",\n\t\"index\" : {index}, \"pad\":\"{pad}\", \"f\": 1.5e-7 }}")
-}
+/// The most events one append holds.
+const MAX_EVENTS: u64 = 12;
 
 /// The stream `k` of the task `task` in writer slot `slot`.
 fn stream_of(slot: u64, task: u64, k: u64) -> TestResult<StreamId> {
@@ -59,7 +52,7 @@ async fn acknowledged_appends_survive_sigkill_whole_and_followers_skip_nothing()
     }
     let seed = seed();
     println!("seed {seed} (set ANNALS_TEST_SEED to repeat)");
-    let mut dice = Dice(seed);
+    let mut dice = Dice::new(seed);
     let schemas = Schemas::new(url.clone(), "crash");
     let store = schemas.store().await?;
     let schema = store.schema().to_owned();
@@ -97,7 +90,7 @@ async fn acknowledged_appends_survive_sigkill_whole_and_followers_skip_nothing()
         for (mut child, acks) in writers {
             tokio::task::spawn_blocking(move || child.wait()).await??;
             for line in acks.finish()? {
-                acked.push(Ack::parse(&line).ok_or_else(|| format!("a bad ACK line: {line}"))?);
+                acked.push(Ack::parse(&line)?);
             }
         }
         let in_cycle = acked.len() - before;
@@ -134,87 +127,11 @@ async fn acknowledged_appends_survive_sigkill_whole_and_followers_skip_nothing()
     Ok(())
 }
 
-/// One acknowledged append, as its writer reported it.
-#[derive(Debug, Clone)]
-struct Ack {
-    batch: String,
-    first: u64,
-    last: u64,
-    ids: Vec<String>,
-}
-
-impl Ack {
-    fn parse(line: &str) -> Option<Ack> {
-        let mut parts = line.split(' ');
-        Some(Ack {
-            batch: parts.next()?.to_owned(),
-            first: parts.next()?.parse().ok()?,
-            last: parts.next()?.parse().ok()?,
-            ids: parts.next()?.split(',').map(str::to_owned).collect(),
-        })
-    }
-}
-
 /// Reads the whole log through annals and checks it; returns how many
 /// batches are stored without an acknowledgement.
 async fn verify(store: &PostgresStore, acked: &[Ack], seed: u64) -> TestResult<usize> {
     let events = annals_core::testkit::read_log(store).await?;
-    annals_core::testkit::assert_no_gaps(&events, &format!("seed {seed}"));
-    // Each stored batch is whole, in order, contiguous, with the payloads
-    // its writer sent.
-    let mut batches: BTreeMap<String, Vec<&RecordedEvent>> = BTreeMap::new();
-    for e in &events {
-        let batch = e.metadata.fields["batch_id"].as_str().ok_or("batch_id")?;
-        batches.entry(batch.to_owned()).or_default().push(e);
-    }
-    for (batch, stored) in &batches {
-        let count = stored[0].metadata.fields["count"].as_u64().ok_or("count")?;
-        assert_eq!(
-            stored.len() as u64,
-            count,
-            "batch {batch} is torn (seed {seed})"
-        );
-        for (e, index) in stored.iter().zip(0u64..) {
-            assert_eq!(
-                e.metadata.fields["index"].as_u64(),
-                Some(index),
-                "batch {batch} out of order (seed {seed})"
-            );
-            assert_eq!(
-                e.payload.as_str(),
-                payload_of(batch, index),
-                "batch {batch}: the payload bytes changed (seed {seed})"
-            );
-        }
-        let positions: Vec<u64> = stored.iter().map(|e| e.position.0).collect();
-        assert!(
-            positions.windows(2).all(|w| w[1] == w[0] + 1),
-            "batch {batch} is not contiguous in the log (seed {seed})"
-        );
-    }
-    // Every acknowledged append is there, where and as it was acknowledged.
-    for ack in acked {
-        let stored = batches
-            .get(&ack.batch)
-            .ok_or_else(|| format!("acknowledged batch {} is missing (seed {seed})", ack.batch))?;
-        assert_eq!(
-            (stored[0].position.0, stored[stored.len() - 1].position.0),
-            (ack.first, ack.last),
-            "batch {} moved (seed {seed})",
-            ack.batch
-        );
-        let ids: Vec<String> = stored.iter().map(|e| e.event_id.to_string()).collect();
-        assert_eq!(
-            ids, ack.ids,
-            "batch {} has other event ids (seed {seed})",
-            ack.batch
-        );
-    }
-    let acked: HashSet<&str> = acked.iter().map(|a| a.batch.as_str()).collect();
-    Ok(batches
-        .keys()
-        .filter(|b| !acked.contains(b.as_str()))
-        .count())
+    Ok(verify_batches(&events, acked, &format!("seed {seed}"))?)
 }
 
 /// One writer process: appends from several tasks until it is killed (or
@@ -233,59 +150,23 @@ async fn writer_process(url: &str, schema: &str) -> TestResult {
     for task in 0..TASKS {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let mut dice = Dice(seed.wrapping_mul(task + 7) | 1);
+            let mut dice = Dice::new(seed.wrapping_mul(task + 7) | 1);
             // Go on where the killed writers of this slot left off,
             // including what they committed without acknowledging.
-            let mut versions = Vec::new();
+            let mut streams = Vec::new();
             for k in 0..STREAMS_PER_TASK {
-                let version = store.stream_version(&stream_of(slot, task, k)?).await?;
-                versions.push(version.unwrap_or(0));
+                let stream = stream_of(slot, task, k)?;
+                let version = store.stream_version(&stream).await?;
+                streams.push((stream, version.unwrap_or(0)));
             }
             let mut n = 0u64;
             while std::time::Instant::now() < deadline {
                 let batch = format!("c{cycle}s{slot}t{task}n{n}");
                 n += 1;
-                let count = 1 + dice.roll(12);
-                let spans = (1 + dice.roll(3)).min(count);
-                let first_stream = dice.roll(STREAMS_PER_TASK);
-                let mut request = AppendRequest::new();
-                let mut index = 0;
-                for s in 0..spans {
-                    let k = (first_stream + s) % STREAMS_PER_TASK;
-                    let here = if s + 1 == spans {
-                        count - index
-                    } else {
-                        1 + dice.roll(count - index - (spans - s - 1))
-                    };
-                    let mut events = Vec::new();
-                    for i in index..index + here {
-                        let mut metadata = Metadata::default();
-                        metadata
-                            .fields
-                            .insert("batch_id".into(), batch.clone().into());
-                        metadata.fields.insert("index".into(), i.into());
-                        metadata.fields.insert("count".into(), count.into());
-                        let payload = Payload::from_json(payload_of(&batch, i))?;
-                        events.push(NewEvent::new("Crashed", 1, payload)?.with_metadata(metadata));
-                    }
-                    let k = usize::try_from(k)?;
-                    request = request.stream(
-                        stream_of(slot, task, k as u64)?,
-                        ExpectedVersion::Exact(versions[k]),
-                        events,
-                    );
-                    versions[k] += here;
-                    index += here;
-                }
-                let ids: Vec<String> = request.events().map(|e| e.event_id().to_string()).collect();
+                let request = random_batch(&mut dice, &batch, MAX_EVENTS, &mut streams);
+                let ids = request.events().map(NewEvent::event_id).collect();
                 let outcome = store.append(request).await?;
-                let (first, last) = (outcome.first_position(), outcome.last_position());
-                print_ack(&format!(
-                    "{batch} {} {} {}",
-                    first.map_or(0, |p| p.0),
-                    last.map_or(0, |p| p.0),
-                    ids.join(",")
-                ));
+                print_ack(&Ack::new(batch, ids, &outcome).line());
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         }));

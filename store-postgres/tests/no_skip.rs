@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use annals_core::prelude::*;
+use annals_core::testkit::crash::{seed, Dice};
 use annals_core::{
     AppendRequest, EventId, ExpectedVersion, NewEvent, Payload, Position, ReadAll, StreamId,
 };
@@ -25,8 +26,8 @@ use annals_postgres::testing::{url_or_skip, Schemas};
 use annals_postgres::tokio_postgres::Client;
 use annals_postgres::PostgresStore;
 use common::{
-    assert_saw_the_whole_log, first_acks, follow, print_ack, raw, seed, spawn_child, stdin_closed,
-    Acks, Dice, TestResult, Waiting, PATIENCE,
+    assert_saw_the_whole_log, first_acks, follow, print_ack, raw, spawn_child, stdin_closed, Acks,
+    TestResult, Waiting, PATIENCE,
 };
 use tokio::sync::watch;
 
@@ -232,7 +233,7 @@ async fn writer_process(url: &str, schema: &str) -> TestResult {
         let store = store.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let mut dice = Dice(seed.wrapping_mul(task + 3) | 1);
+            let mut dice = Dice::new(seed.wrapping_mul(task + 3) | 1);
             let mut versions = [0u64; 3];
             let mut n = 0u64;
             while !*stop.borrow() {

@@ -1,6 +1,6 @@
 //! What the PostgreSQL store's tests share: raw connections to the test
-//! server, child processes that re-run the test binary, a seeded dice, and
-//! a follower of the log that records everything it is given.
+//! server, child processes that re-run the test binary, and a follower of
+//! the log that records everything it is given.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -95,32 +95,6 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
-}
-
-/// A small deterministic generator, so that a failing run can be repeated.
-pub struct Dice(pub u64);
-
-impl Dice {
-    /// A number below `sides`.
-    pub fn roll(&mut self, sides: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % sides.max(1)
-    }
-}
-
-/// The seed of a randomised test: `ANNALS_TEST_SEED`, or the clock.
-pub fn seed() -> u64 {
-    std::env::var("ANNALS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs())
-                | 1
-        })
 }
 
 /// This test binary run again as a child that runs only `test`, with
