@@ -54,7 +54,7 @@
 //! | `annals::*` | what an application names: aggregates, the repository and units of work, events and ids, reads, the store traits, the in-memory store, the errors |
 //! | [`annals::sqlite`](crate::sqlite) | the embedded SQLite store (feature `sqlite`, on by default), its options, and the `rusqlite` it is built on |
 //! | `annals::postgres` | the scale-out PostgreSQL store (feature `postgres`), its options, and the `tokio_postgres` it is built on |
-//! | [`annals::projections`](crate::projections) | the read side: projections, SQLite read models, the runner, rebuilds, sagas (feature `projections`, on by default) |
+//! | [`annals::projections`](crate::projections) | the read side: projections, SQLite and PostgreSQL read models, the runner, rebuilds, sagas (feature `projections`, on by default) |
 //! | [`annals::upcast`](crate::upcast) | upcasters, for reading old event schemas as new ones |
 //! | [`annals::store`](crate::store) | what a store backend needs: the append sequence every backend runs, stored parts |
 //! | [`annals::codec`](crate::codec) | helpers for a hand-written `DomainEvent` impl |
