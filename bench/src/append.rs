@@ -8,10 +8,13 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use annals::{EventStore, Repository};
+
 use crate::model::{command, event_for, Account};
 use crate::raw::{self, RawLog};
 use crate::report::{self, Report};
 use crate::shape::Shape;
+use crate::sizes::{commands_per_task, ACCOUNTS, ACCOUNTS_PER_TASK, APPEND_SEQ_COMMANDS, TASKS};
 use crate::Settings;
 
 /// Ours and the baseline run in alternating rounds, so that a slow moment of
@@ -23,7 +26,7 @@ pub(crate) const ROUNDS: usize = 4;
 /// Baseline: read the stream's version and insert, in one `IMMEDIATE`
 /// transaction per event.
 pub(crate) async fn sequential(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
-    commands_in_sequence(settings, report, "append_seq", 4_000).await
+    commands_in_sequence(settings, report, "append_seq", APPEND_SEQ_COMMANDS).await
 }
 
 /// One command at a time over at most 1,000 accounts, round-robin; the
@@ -36,7 +39,7 @@ pub(crate) async fn commands_in_sequence(
     default_commands: usize,
 ) -> Result<(), Box<dyn Error>> {
     let commands = settings.size.unwrap_or(default_commands);
-    let accounts = commands.min(1_000);
+    let accounts = commands.min(ACCOUNTS);
     let shape = settings.shape;
     let Sides {
         dir,
@@ -48,12 +51,7 @@ pub(crate) async fn commands_in_sequence(
     let per_round = commands.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
         let range = round * per_round..((round + 1) * per_round).min(commands);
-        let start = Instant::now();
-        for n in range.clone() {
-            let (id, command) = command(n, accounts, shape);
-            repository.execute(&id, command, &shape.context()).await?;
-        }
-        ours += start.elapsed();
+        ours += execute_in_sequence(&repository, range.clone(), accounts, shape).await?;
         baseline += raw_commands(&mut raw, range, accounts, shape)?;
     }
     report.size("commands", commands);
@@ -71,14 +69,8 @@ pub(crate) async fn commands_in_sequence(
 /// accounts. Baseline: one connection inserting the same events, one
 /// transaction each, at versions it tracks in memory.
 pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
-    const TASKS: usize = 64;
-    const ACCOUNTS_PER_TASK: usize = 10;
     let shape = settings.shape;
-    let per_task = settings
-        .size
-        .unwrap_or(12_800)
-        .div_ceil(TASKS)
-        .max(ACCOUNTS_PER_TASK);
+    let per_task = commands_per_task(settings.size);
     let total = per_task * TASKS;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
@@ -90,24 +82,8 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
     let per_round = per_task.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
         let range = round * per_round..((round + 1) * per_round).min(per_task);
-        let start = Instant::now();
-        let mut tasks = Vec::with_capacity(TASKS);
-        for task in 0..TASKS {
-            let (repository, range) = (repository.clone(), range.clone());
-            tasks.push(tokio::spawn(async move {
-                for n in range {
-                    let (id, command) = command(n, ACCOUNTS_PER_TASK, shape);
-                    repository
-                        .execute(&format!("{task}.{id}"), command, &shape.context())
-                        .await?;
-                }
-                Ok::<_, annals::CommandError<crate::model::Refused>>(())
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
-        ours += start.elapsed();
+        ours +=
+            execute_from_tasks(&repository, TASKS, range.clone(), ACCOUNTS_PER_TASK, shape).await?;
         let start = Instant::now();
         for task in 0..TASKS {
             for n in range.clone() {
@@ -129,6 +105,53 @@ pub(crate) async fn concurrent(settings: Settings, report: &Report) -> Result<()
         report::per_second(total, baseline),
     );
     Ok(())
+}
+
+/// Ours' side of a sequential round: the commands numbered `range` through
+/// `repository`, one at a time. Returns the time they took.
+pub(crate) async fn execute_in_sequence<S: EventStore>(
+    repository: &Repository<Account, S>,
+    range: Range<usize>,
+    accounts: usize,
+    shape: Shape,
+) -> Result<Duration, Box<dyn Error>> {
+    let start = Instant::now();
+    for n in range {
+        let (id, command) = command(n, accounts, shape);
+        repository.execute(&id, command, &shape.context()).await?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Ours' side of a concurrent round: `tasks` tasks at once, each issuing
+/// the commands numbered `range` to its own `accounts` accounts (task `t`'s
+/// account `a` is `account-t.a`). Returns the time until all were done.
+pub(crate) async fn execute_from_tasks<S: EventStore + Clone + 'static>(
+    repository: &Repository<Account, S>,
+    tasks: usize,
+    range: Range<usize>,
+    accounts: usize,
+    shape: Shape,
+) -> Result<Duration, Box<dyn Error>> {
+    let start = Instant::now();
+    let running: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (repository, range) = (repository.clone(), range.clone());
+            tokio::spawn(async move {
+                for n in range {
+                    let (id, command) = command(n, accounts, shape);
+                    repository
+                        .execute(&format!("{task}.{id}"), command, &shape.context())
+                        .await?;
+                }
+                Ok::<_, annals::CommandError<crate::model::Refused>>(())
+            })
+        })
+        .collect();
+    for task in running {
+        task.await??;
+    }
+    Ok(start.elapsed())
 }
 
 /// The baseline's side of a round: the commands numbered `range`, one

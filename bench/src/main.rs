@@ -1,8 +1,10 @@
-//! `annals-bench`: figures for annals beside raw SQLite doing the same work.
+//! `annals-bench`: figures for annals beside raw SQLite (or raw PostgreSQL)
+//! doing the same work.
 //!
 //! ```text
 //! cargo run --release -p annals-bench -- <scenario> [--shape realistic|small]
 //!     [--durability full|relaxed|both] [--size N] [--per-stream N]
+//!     [--store sqlite|postgres] [--pg-url URL]
 //! ```
 //!
 //! Each scenario runs the same workload through annals and through raw
@@ -34,12 +36,19 @@
 //! they did. `--durability both` (the default of the write scenarios) runs
 //! the scenario once per durability and suffixes its figures `_full` and
 //! `_relaxed`.
+//!
+//! `--store postgres` (`pg/`) runs `append-seq`, `append-concurrent`,
+//! `load`, `scan` and `rebuild` on annals' PostgreSQL store beside raw
+//! tokio-postgres, on the server of `--pg-url` (default: `ANNALS_PG_URL`,
+//! else `postgres://postgres@127.0.0.1:5432/test`), in fresh schemas that
+//! are dropped at the end; their figures are suffixed `_pg`.
 
 mod append;
 mod bus;
 mod command;
 mod handlers;
 mod model;
+mod pg;
 mod project;
 mod raw;
 mod read;
@@ -48,6 +57,7 @@ mod saga;
 mod scan;
 mod settings;
 mod shape;
+mod sizes;
 
 use std::error::Error;
 
@@ -55,7 +65,7 @@ use annals::sqlite::Durability;
 
 use crate::report::Report;
 pub(crate) use crate::settings::Settings;
-use crate::settings::{durability_name, USAGE};
+use crate::settings::{durability_name, StoreKind, USAGE};
 
 /// The scenarios, as named on the command line.
 const SCENARIOS: [&str; 15] = [
@@ -78,6 +88,9 @@ const SCENARIOS: [&str; 15] = [
 
 /// Runs one scenario once, with one durability.
 async fn run(scenario: &str, settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
+    if settings.store == StoreKind::Postgres {
+        return pg::run(scenario, settings, report).await;
+    }
     match scenario {
         "append-seq" => append::sequential(settings, report).await,
         "append-concurrent" => append::concurrent(settings, report).await,
@@ -124,9 +137,20 @@ fn main() {
         eprintln!("unknown scenario {scenario:?}\n{USAGE}");
         std::process::exit(2);
     }
-    let durabilities = invocation
-        .durabilities
-        .unwrap_or_else(|| default_durabilities(&scenario));
+    let postgres = invocation.settings.store == StoreKind::Postgres;
+    if postgres && !pg::SCENARIOS.contains(&scenario.as_str()) {
+        eprintln!(
+            "{scenario} does not run on PostgreSQL; these do: {}",
+            pg::SCENARIOS.join(", ")
+        );
+        std::process::exit(2);
+    }
+    // PostgreSQL's durability is the server's: one run.
+    let durabilities = match invocation.durabilities {
+        Some(durabilities) => durabilities,
+        None if postgres => vec![Durability::Full],
+        None => default_durabilities(&scenario),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,11 +164,13 @@ fn main() {
     println!("scenario: {scenario}");
     println!("shape: {}", invocation.settings.shape.name());
     match durabilities.as_slice() {
+        _ if postgres => println!("store: postgres"),
         [one] => println!("durability: {}", durability_name(*one)),
         _ => println!("durability: both"),
     }
     for (n, durability) in durabilities.iter().enumerate() {
         let suffix = match (durabilities.len(), durability) {
+            _ if postgres => "_pg",
             (1, _) => "",
             (_, Durability::Relaxed) => "_relaxed",
             _ => "_full",

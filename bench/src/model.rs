@@ -109,6 +109,25 @@ pub(crate) fn command(n: usize, accounts: usize, shape: Shape) -> (String, BankC
     (account.to_string(), command)
 }
 
+/// Event `n` (from 0) of account `account`: opened, then deposits.
+pub(crate) fn account_event(shape: Shape, account: usize, n: usize) -> BankEvent {
+    match n {
+        0 => BankEvent::Opened {
+            owner: match shape {
+                Shape::Realistic => shape.owner(account),
+                Shape::Small => "owner".into(),
+            },
+        },
+        n => {
+            let amount = u64::try_from(n).unwrap_or(u64::MAX);
+            BankEvent::Deposited {
+                amount,
+                reference: shape.reference(amount),
+            }
+        }
+    }
+}
+
 /// The event the raw baseline writes for a command: what the aggregate
 /// decides, without the framework.
 pub(crate) fn event_for(command: BankCommand) -> BankEvent {

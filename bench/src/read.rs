@@ -2,44 +2,27 @@
 //! from snapshots, and reading whole streams.
 
 use std::error::Error;
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::sqlite::SqliteStore;
 use annals::{
-    EventStoreExt, ExpectedVersion, NewEvent, Repository, SnapshotPolicy, SnapshotStore, StreamId,
+    EventStore, EventStoreExt, ExpectedVersion, NewEvent, Repository, SnapshotPolicy,
+    SnapshotStore, StreamId,
 };
 
 use crate::append::ROUNDS;
-use crate::model::{decode_raw, Account, BankEvent};
+use crate::model::{account_event, decode_raw, Account, BankEvent};
 use crate::raw::{self, Envelope, ENVELOPE_COLUMNS};
 use crate::report::{self, Report};
 use crate::shape::Shape;
+use crate::sizes::{LOADS, LOAD_EVENTS, LOAD_STREAMS};
 use crate::Settings;
-
-/// Event `n` (from 0) of account `account`: opened, then deposits.
-pub(crate) fn account_event(shape: Shape, account: usize, n: usize) -> BankEvent {
-    match n {
-        0 => BankEvent::Opened {
-            owner: match shape {
-                Shape::Realistic => shape.owner(account),
-                Shape::Small => "owner".into(),
-            },
-        },
-        n => {
-            let amount = u64::try_from(n).unwrap_or(u64::MAX);
-            BankEvent::Deposited {
-                amount,
-                reference: shape.reference(amount),
-            }
-        }
-    }
-}
 
 /// Writes `streams` accounts of `len` events each through annals, in
 /// appends of at most 5,000 events. Returns the time it took.
-pub(crate) async fn fill(
-    store: &SqliteStore,
+pub(crate) async fn fill<S: EventStore>(
+    store: &S,
     shape: Shape,
     streams: usize,
     len: usize,
@@ -109,25 +92,51 @@ fn load_raw(
 /// (`--size` sets the events per account), 5 times over. Baseline: select
 /// the stream's rows, decode with serde, fold.
 pub(crate) async fn load(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
-    const STREAMS: usize = 20;
-    const LOADS: usize = 5;
-    let len = settings.size.unwrap_or(1_000);
+    const STREAMS: usize = LOAD_STREAMS;
+    let len = settings.size.unwrap_or(LOAD_EVENTS);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
     fill(&store, settings.shape, STREAMS, len).await?;
     let repository = Repository::<Account, _>::new(store)?;
     let raw = raw::open_read_only(&path)?;
+    let shape = settings.shape;
+    let (ours, baseline) = compare_loads(&repository, STREAMS, LOADS, |stream| {
+        std::future::ready(load_raw(&raw, shape, &stream))
+    })
+    .await?;
+    report.size("streams", STREAMS);
+    report.size("events_per_stream", len);
+    print_event_sizes(&path, settings.shape, report)?;
+    report.compare("load", ours, baseline);
+    Ok(())
+}
+
+/// Loads accounts `0..streams` through `repository` and the raw way with
+/// `raw` (given the stream id), `loads` times over, alternating, and checks
+/// that both find the same state. Returns ours' and the baseline's events
+/// per second.
+pub(crate) async fn compare_loads<S, F, Fut>(
+    repository: &Repository<Account, S>,
+    streams: usize,
+    loads: usize,
+    mut raw: F,
+) -> Result<(f64, f64), Box<dyn Error>>
+where
+    S: EventStore,
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Account, usize), Box<dyn Error>>>,
+{
     let (mut ours, mut baseline) = (Duration::ZERO, Duration::ZERO);
     let (mut ours_events, mut baseline_events) = (0, 0);
-    for _ in 0..LOADS {
-        for s in 0..STREAMS {
+    for _ in 0..loads {
+        for s in 0..streams {
             let start = Instant::now();
             let loaded = repository.load(&s.to_string()).await?;
             ours += start.elapsed();
             ours_events += usize::try_from(loaded.replayed)?;
             let start = Instant::now();
-            let (account, count) = load_raw(&raw, settings.shape, &format!("account-{s}"))?;
+            let (account, count) = raw(format!("account-{s}")).await?;
             baseline += start.elapsed();
             baseline_events += count;
             if account != loaded.state {
@@ -135,15 +144,10 @@ pub(crate) async fn load(settings: Settings, report: &Report) -> Result<(), Box<
             }
         }
     }
-    report.size("streams", STREAMS);
-    report.size("events_per_stream", len);
-    print_event_sizes(&path, settings.shape, report)?;
-    report.compare(
-        "load",
+    Ok((
         report::per_second(ours_events, ours),
         report::per_second(baseline_events, baseline),
-    );
-    Ok(())
+    ))
 }
 
 /// `read-streams`: 1,000 streams of 1,000 events each (`--size` sets the

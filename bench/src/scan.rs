@@ -1,18 +1,23 @@
 //! Reading the global log: all of it, and one category of it.
 
 use std::error::Error;
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use annals::sqlite::SqliteStore;
 use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, ReadAll, StreamId};
 
+use crate::model::account_event;
 use crate::model::{decode_raw, BankEvent};
 use crate::raw::{self, Envelope, ENVELOPE_COLUMNS};
-use crate::read::{account_event, fill, print_event_sizes};
+use crate::read::{fill, print_event_sizes};
 use crate::report::{self, Report};
 use crate::shape::Shape;
 use crate::Settings;
+
+/// The streams the `scan` log is written to.
+pub(crate) const SCAN_STREAMS: usize = 200;
 
 /// `scan`: read the whole global log of 1,000,000 events (`--size`), page
 /// by page following `read_through`, and decode every event into the typed
@@ -28,37 +33,70 @@ use crate::Settings;
 /// memory during its scan is printed too, and how far it rose above the
 /// memory in use when the scan began. Each figure is the best of 3.
 pub(crate) async fn whole(settings: Settings, report: &Report) -> Result<(), Box<dyn Error>> {
-    const STREAMS: usize = 200;
     let shape = settings.shape;
     let total = settings.size.unwrap_or(1_000_000);
-    let len = total.div_ceil(STREAMS);
+    let len = total.div_ceil(SCAN_STREAMS);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("annals.db");
     let store = settings.open_store(&path).await?;
-    let took = fill(&store, shape, STREAMS, len).await?;
-    let total = STREAMS * len;
+    let took = fill(&store, shape, SCAN_STREAMS, len).await?;
+    let total = SCAN_STREAMS * len;
     report.size("events", total);
     print_event_sizes(&path, shape, report)?;
     report.figure("fill", report::per_second(total, took), "events/s");
+    compare_scans(total, report, |side| {
+        let (store, path) = (&store, &path);
+        async move {
+            match side {
+                Side::Ours => scan_ours(store, ReadAll::after(Position::START)).await,
+                Side::Baseline => scan_raw(path, shape, RawColumns::Envelope),
+                Side::Narrow => scan_raw(path, shape, RawColumns::TypeAndPayload),
+            }
+        }
+    })
+    .await
+}
+
+/// A side of the `scan` comparison.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    /// Annals reading its log.
+    Ours,
+    /// Raw code selecting every column annals returns.
+    Baseline,
+    /// Raw code selecting types and payloads only.
+    Narrow,
+}
+
+/// Scans a log of `total` events with each side in turn, 3 rounds; `scan`
+/// returns how many events a side decoded and the sum of the deposits.
+/// Prints the best time of each side and the peak memory of ours and the
+/// baseline.
+pub(crate) async fn compare_scans<F, Fut>(
+    total: usize,
+    report: &Report,
+    mut scan: F,
+) -> Result<(), Box<dyn Error>>
+where
+    F: FnMut(Side) -> Fut,
+    Fut: Future<Output = Result<(usize, u64), Box<dyn Error>>>,
+{
     let mut best = [Duration::MAX; 3];
     let mut rss = [0.0f64; 3];
     let mut growth = [0.0f64; 3];
+    let sides = [Side::Ours, Side::Baseline, Side::Narrow];
     for _ in 0..3 {
-        for (side, time) in best.iter_mut().enumerate() {
+        for (n, side) in sides.into_iter().enumerate() {
             report::reset_peak_rss();
             let before = report::rss_mib().unwrap_or(0.0);
             let start = Instant::now();
-            let (count, sum) = match side {
-                0 => scan_ours(&store, ReadAll::after(Position::START)).await?,
-                1 => scan_raw(&path, shape, RawColumns::Envelope)?,
-                _ => scan_raw(&path, shape, RawColumns::TypeAndPayload)?,
-            };
-            *time = (*time).min(start.elapsed());
+            let (count, sum) = scan(side).await?;
+            best[n] = best[n].min(start.elapsed());
             let peak = report::peak_rss_mib().unwrap_or(0.0);
-            rss[side] = rss[side].max(peak);
-            growth[side] = growth[side].max(peak - before);
+            rss[n] = rss[n].max(peak);
+            growth[n] = growth[n].max(peak - before);
             if count != total {
-                return Err(format!("scan {side} read {count} of {total} events").into());
+                return Err(format!("scan {n} read {count} of {total} events").into());
             }
             let _ = sum;
         }
@@ -77,7 +115,10 @@ pub(crate) async fn whole(settings: Settings, report: &Report) -> Result<(), Box
 /// Reads the log as `read` says, page after page from its start, following
 /// each page's `read_through`, and decodes every event returned. Returns
 /// how many events it decoded and the sum of the deposits.
-async fn scan_ours(store: &SqliteStore, read: ReadAll) -> Result<(usize, u64), Box<dyn Error>> {
+pub(crate) async fn scan_ours<S: EventStore>(
+    store: &S,
+    read: ReadAll,
+) -> Result<(usize, u64), Box<dyn Error>> {
     let (mut count, mut sum) = (0, 0u64);
     let mut after = read.start();
     loop {

@@ -7,6 +7,7 @@ use crate::shape::Shape;
 pub(crate) const USAGE: &str = "\
 usage: annals-bench <scenario> [--shape realistic|small] [--durability full|relaxed|both]
                     [--size N] [--per-stream N] [--sync-interval MS] [--cache N]
+                    [--store sqlite|postgres] [--pg-url URL]
 
 scenarios (default size in brackets):
   append-seq          commands one at a time over 1,000 accounts [4,000 commands]
@@ -49,7 +50,19 @@ scenarios (default size in brackets):
               milliseconds (default: the store's, 50); a large value shows
               what the bound on loss costs
 --cache       how many aggregates the repository caches in the command
-              scenarios (default: the repository's, 1,024); 0 turns it off";
+              scenarios (default: the repository's, 1,024); 0 turns it off
+--store       sqlite (default) or postgres: the store annals runs on, and the
+              baseline (raw rusqlite, or raw tokio-postgres on a table of the
+              same shape); postgres runs append-seq, append-concurrent, load,
+              scan and rebuild, each in fresh schemas dropped at the end,
+              with its own default sizes (see below), and prints its figures
+              suffixed _pg; durability is the server's
+--pg-url      the PostgreSQL server for --store postgres (default: the
+              ANNALS_PG_URL environment variable, else
+              postgres://postgres@127.0.0.1:5432/test)
+
+default sizes with --store postgres: as above, but scan 500,000 events and
+rebuild 400,000 events";
 
 /// Settings shared by the scenarios, for one run.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +78,24 @@ pub(crate) struct Settings {
     pub(crate) sync_interval: Option<std::time::Duration>,
     /// The repository's cache size, when not the default.
     pub(crate) cache: Option<usize>,
+    /// The store annals runs on, and so the baseline.
+    pub(crate) store: StoreKind,
+    /// The PostgreSQL server of `--store postgres`.
+    pub(crate) pg_url: &'static str,
 }
+
+/// The store a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// An SQLite file beside raw rusqlite (the default).
+    Sqlite,
+    /// A PostgreSQL schema beside raw tokio-postgres.
+    Postgres,
+}
+
+/// The server `--store postgres` uses when neither `--pg-url` nor
+/// `ANNALS_PG_URL` names one.
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 impl Settings {
     /// A repository for the command scenarios, with the run's cache size.
@@ -119,7 +149,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
         per_stream: None,
         sync_interval: None,
         cache: None,
+        store: StoreKind::Sqlite,
+        pg_url: DEFAULT_PG_URL,
     };
+    let mut pg_url = std::env::var("ANNALS_PG_URL").ok();
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -156,8 +189,24 @@ pub(crate) fn parse(args: &[String]) -> Result<Invocation, String> {
                 let millis = u64::try_from(count(flag, value)?).unwrap_or(u64::MAX);
                 settings.sync_interval = Some(std::time::Duration::from_millis(millis));
             }
+            "--store" => {
+                settings.store = match value.as_str() {
+                    "sqlite" => StoreKind::Sqlite,
+                    "postgres" => StoreKind::Postgres,
+                    other => return Err(format!("unknown store {other:?}: sqlite or postgres")),
+                }
+            }
+            "--pg-url" => pg_url = Some(value.clone()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if let Some(url) = pg_url {
+        // One URL per process, read by every scenario: leaking it keeps
+        // the settings `Copy`.
+        settings.pg_url = Box::leak(url.into_boxed_str());
+    }
+    if settings.store == StoreKind::Postgres && durabilities.is_some() {
+        return Err("--durability is for SQLite: PostgreSQL's is the server's".to_owned());
     }
     Ok(Invocation {
         scenario,

@@ -43,7 +43,10 @@ pub(crate) async fn lag(settings: Settings, report: &Report) -> Result<(), Box<d
     let dir = tempfile::tempdir()?;
     let store = settings.open_store(&dir.path().join("annals.db")).await?;
     let repository = settings.repository::<Account, _>(store.clone())?;
-    let running = Arc::new(start::<BankEvent>(&store, &dir.path().join("balances.db"))?);
+    let running = Arc::new(start::<BankEvent, _>(
+        &store,
+        &dir.path().join("balances.db"),
+    )?);
     // The model exists and the projection waits for commits.
     running.wait_idle().await?;
     // Which commands each task issues, worked out before the clock starts.

@@ -18,15 +18,14 @@ use std::time::{Duration, Instant};
 use annals::projections::{
     BatchFailure, Envelope, HandlerError, Projections, Running, SqliteProjection,
 };
-use annals::sqlite::SqliteStore;
-use annals::EventSet;
+use annals::{EventSet, EventStore};
 use rusqlite::{params, Transaction};
 
 use crate::model::BankEvent;
 use crate::raw::{balance_change, CREATE_BALANCES, UPSERT_BALANCE};
 
 pub(crate) use live::lag;
-pub(crate) use rebuild::{filtered, rebuild};
+pub(crate) use rebuild::{compare_builds, fill_round_robin, filtered, rebuild, BATCH, STREAMS};
 
 /// The balances read model, fed the events of `E`: the same table and the
 /// same upsert per event as the raw baseline's.
@@ -93,8 +92,8 @@ impl AsRef<BankEvent> for Loan {
 }
 
 /// Starts the balances projection of `E` into a new model at `model`.
-fn start<E: EventSet + AsRef<BankEvent>>(
-    store: &SqliteStore,
+fn start<E: EventSet + AsRef<BankEvent>, S: EventStore + Clone + 'static>(
+    store: &S,
     model: &Path,
 ) -> Result<Running, Box<dyn Error>> {
     Ok(Projections::new(store.clone())
@@ -105,12 +104,12 @@ fn start<E: EventSet + AsRef<BankEvent>>(
 /// Builds the balances of `E` into a new model at `model` from the start of
 /// the log, and returns the runner with the time from its start until
 /// `wait_idle` returned.
-async fn catch_up<E: EventSet + AsRef<BankEvent>>(
-    store: &SqliteStore,
+pub(crate) async fn catch_up<E: EventSet + AsRef<BankEvent>, S: EventStore + Clone + 'static>(
+    store: &S,
     model: &Path,
 ) -> Result<(Running, Duration), Box<dyn Error>> {
     let started = Instant::now();
-    let running = start::<E>(store, model)?;
+    let running = start::<E, _>(store, model)?;
     running.wait_idle().await?;
     Ok((running, started.elapsed()))
 }

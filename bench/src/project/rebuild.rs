@@ -3,17 +3,18 @@
 //! category of the log beside one that reads all of it.
 
 use std::error::Error;
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use annals::projections::SqliteProjection;
-use annals::sqlite::SqliteStore;
 use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamId};
 
 use super::{catch_up, Balances, Loan};
+use crate::model::account_event;
 use crate::model::BankEvent;
 use crate::raw::{balances_summary, build_balances};
-use crate::read::{account_event, print_event_sizes};
+use crate::read::print_event_sizes;
 use crate::report::{self, Report};
 use crate::scan::RareCategoryLog;
 use crate::shape::Shape;
@@ -22,10 +23,10 @@ use crate::Settings;
 /// Events in the log by default.
 const DEFAULT_EVENTS: usize = 1_000_000;
 /// The accounts the `rebuild` log is spread over.
-const STREAMS: usize = 10_000;
+pub(crate) const STREAMS: usize = 10_000;
 /// The runner's default batch, which the baseline's pages and write
 /// transactions match.
-const BATCH: usize = 1_000;
+pub(crate) const BATCH: usize = 1_000;
 /// Each side runs this many times, alternating; each figure is the best.
 const ROUNDS: usize = 3;
 
@@ -50,19 +51,42 @@ pub(crate) async fn rebuild(settings: Settings, report: &Report) -> Result<(), B
     report.size("batch", BATCH);
     print_event_sizes(&log, shape, report)?;
     report.figure("fill", report::per_second(total, took), "events/s");
+    compare_builds(&store, dir.path(), total, report, |raw| {
+        std::future::ready(build_balances(&log, &raw, BATCH))
+    })
+    .await
+}
+
+/// Builds the balances of a log of `total` events with annals (a new
+/// projection catching up, then a rebuild of it) and the raw way with
+/// `build` (given the model's path; returns how many events it handled),
+/// [`ROUNDS`] times over, alternating, each model a new SQLite file in
+/// `dir`; checks that the models agree and prints each side's best.
+pub(crate) async fn compare_builds<S, F, Fut>(
+    store: &S,
+    dir: &Path,
+    total: usize,
+    report: &Report,
+    mut build: F,
+) -> Result<(), Box<dyn Error>>
+where
+    S: EventStore + Clone + 'static,
+    F: FnMut(PathBuf) -> Fut,
+    Fut: Future<Output = Result<usize, Box<dyn Error>>>,
+{
     let mut best = [Duration::MAX; 3];
     for round in 0..ROUNDS {
-        let model = dir.path().join(format!("balances-{round}.db"));
-        let (running, took) = catch_up::<BankEvent>(&store, &model).await?;
+        let model = dir.join(format!("balances-{round}.db"));
+        let (running, took) = catch_up::<BankEvent, _>(store, &model).await?;
         best[0] = best[0].min(took);
         let started = Instant::now();
         running.rebuild(Balances::<BankEvent>::NAME).await?;
         best[1] = best[1].min(started.elapsed());
         running.stop().await;
         let ours = balances_summary(&model)?;
-        let raw = dir.path().join(format!("raw-{round}.db"));
+        let raw = dir.join(format!("raw-{round}.db"));
         let started = Instant::now();
-        let handled = build_balances(&log, &raw, BATCH)?;
+        let handled = build(raw.clone()).await?;
         best[2] = best[2].min(started.elapsed());
         let baseline = balances_summary(&raw)?;
         if handled != total || ours != baseline || usize::try_from(ours.1)? != total {
@@ -85,8 +109,8 @@ pub(crate) async fn rebuild(settings: Settings, report: &Report) -> Result<(), B
 /// Writes `total` events over `streams` accounts, round-robin (event `n`
 /// is the next of account `n % streams`), in appends of 1,000 events that
 /// each go to 1,000 accounts once. Returns the time it took.
-async fn fill_round_robin(
-    store: &SqliteStore,
+pub(crate) async fn fill_round_robin<S: EventStore>(
+    store: &S,
     shape: Shape,
     streams: usize,
     total: usize,
@@ -127,12 +151,12 @@ pub(crate) async fn filtered(settings: Settings, report: &Report) -> Result<(), 
     let (mut filtered, mut all) = (Duration::MAX, Duration::MAX);
     for round in 0..ROUNDS {
         let model = dir.path().join(format!("loans-{round}.db"));
-        let (running, took) = catch_up::<Loan>(&store, &model).await?;
+        let (running, took) = catch_up::<Loan, _>(&store, &model).await?;
         running.stop().await;
         filtered = filtered.min(took);
         check_events(&model, blocks)?;
         let model = dir.path().join(format!("all-{round}.db"));
-        let (running, took) = catch_up::<BankEvent>(&store, &model).await?;
+        let (running, took) = catch_up::<BankEvent, _>(&store, &model).await?;
         running.stop().await;
         all = all.min(took);
         check_events(&model, total)?;

@@ -25,9 +25,9 @@ use crate::model::BankEvent;
 use crate::shape::Shape;
 
 pub(crate) use project::{
-    balance_change, balances_summary, build_balances, CREATE_BALANCES, UPSERT_BALANCE,
+    balance_change, balances_summary, build_balances, RawBalances, CREATE_BALANCES, UPSERT_BALANCE,
 };
-pub(crate) use read::{Envelope, ENVELOPE_COLUMNS};
+pub(crate) use read::{Envelope, MetadataColumn, ENVELOPE_COLUMNS};
 
 /// The version of a stream: what a command reads before it appends.
 const STREAM_VERSION: &str = "SELECT max(version) FROM events WHERE stream_id = ?1";
@@ -121,7 +121,7 @@ impl RawLog {
     }
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))

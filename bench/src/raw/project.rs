@@ -21,22 +21,15 @@ pub(crate) fn balance_change(event: &BankEvent) -> Result<i64, std::num::TryFrom
 
 /// Builds the balances of every stream of the log at `log` into a new
 /// database at `model`, reading pages of `page` events. Each page is one
-/// read (its own read transaction) and then one `IMMEDIATE` write
-/// transaction holding its upserts and the new position, as a projection
-/// has to keep one to go on after a restart. The model's database is in WAL
-/// mode with `synchronous = NORMAL`, as annals opens a read model. Returns
-/// how many events it handled.
+/// read (its own read transaction) and then one write transaction
+/// ([`RawBalances::write_page`]). Returns how many events it handled.
 pub(crate) fn build_balances(
     log: &Path,
     model: &Path,
     page: usize,
 ) -> Result<usize, Box<dyn Error>> {
     let log = super::open_read_only(log)?;
-    let mut model = Connection::open(model)?;
-    model.pragma_update(None, "journal_mode", "WAL")?;
-    model.pragma_update(None, "synchronous", "NORMAL")?;
-    model.execute_batch(CREATE_BALANCES)?;
-    model.execute_batch(include_str!("progress.sql"))?;
+    let mut model = RawBalances::create(model)?;
     let mut select = log.prepare(include_str!("select_page.sql"))?;
     let limit = i64::try_from(page)?;
     let (mut after, mut handled) = (0i64, 0usize);
@@ -54,15 +47,7 @@ pub(crate) fn build_balances(
         if events.is_empty() {
             break;
         }
-        let tx = model.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_BALANCE)?;
-            for (stream, event) in &events {
-                upsert.execute(params![stream, balance_change(event)?])?;
-            }
-        }
-        tx.execute(include_str!("save_progress.sql"), [after])?;
-        tx.commit()?;
+        model.write_page(&events, after)?;
         handled += events.len();
         // A short page was read through the head.
         if events.len() < page {
@@ -70,6 +55,47 @@ pub(crate) fn build_balances(
         }
     }
     Ok(handled)
+}
+
+/// The balances model as the baseline writes it: an SQLite database of its
+/// own in WAL mode with `synchronous = NORMAL`, as annals opens a read
+/// model, and a progress row, as a projection has to keep one to go on
+/// after a restart.
+pub(crate) struct RawBalances {
+    conn: Connection,
+}
+
+impl RawBalances {
+    /// Creates the model's database at `path`.
+    pub(crate) fn create(path: &Path) -> Result<RawBalances, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(CREATE_BALANCES)?;
+        conn.execute_batch(include_str!("progress.sql"))?;
+        Ok(RawBalances { conn })
+    }
+
+    /// Adds a page of events, read up to position `after`: one `IMMEDIATE`
+    /// write transaction holding an upsert per event and the new position.
+    pub(crate) fn write_page(
+        &mut self,
+        events: &[(String, BankEvent)],
+        after: i64,
+    ) -> Result<(), Box<dyn Error>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_BALANCE)?;
+            for (stream, event) in events {
+                upsert.execute(params![stream, balance_change(event)?])?;
+            }
+        }
+        tx.execute(include_str!("save_progress.sql"), [after])?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// The number of rows of a balances model, its events and its total: what
