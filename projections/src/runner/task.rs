@@ -505,10 +505,18 @@ impl<S: EventStore, E: EventSet> Follower<S, E> {
         }
     }
 
-    /// Publishes "catching up", or the rebuild's progress.
+    /// Publishes "catching up" (or "live" once what it serves has reached
+    /// the head as last seen, so that a waiter that saw its position
+    /// reached never finds the projection still catching up), or the
+    /// rebuild's progress.
     fn publish_progress(&mut self) {
         let Some(rebuild) = &self.rebuilding else {
-            self.publish(ProjectionState::CatchingUp);
+            let state = if self.serving >= self.head.current() {
+                ProjectionState::Live
+            } else {
+                ProjectionState::CatchingUp
+            };
+            self.publish(state);
             return;
         };
         let head = self.head.current().max(self.cursor.position);
