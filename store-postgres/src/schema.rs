@@ -15,10 +15,11 @@ use crate::options::SchemaName;
 
 /// The SQL of each schema version, oldest first; `__SCHEMA__` stands for
 /// the quoted schema name.
-const MIGRATIONS: [&str; 1] = [include_str!("schema/v1.sql")];
+const MIGRATIONS: [&str; 2] = [include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
 
-/// The schema version this build writes.
-pub(crate) const CURRENT_VERSION: u32 = 1;
+/// The schema version this build writes: a schema with a higher one is
+/// refused, one with a lower one is migrated.
+pub const CURRENT_VERSION: u32 = 2;
 
 /// Connects, migrates (or checks) the schema as [`migrate`] does, and
 /// lets the connection go.

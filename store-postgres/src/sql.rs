@@ -10,6 +10,8 @@ use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS};
 pub(crate) struct Sql {
     /// The quoted schema, for statements built per call.
     pub(crate) schema: String,
+    pub(crate) append_group: String,
+    pub(crate) append_set: String,
     pub(crate) lock_head: String,
     pub(crate) versions: String,
     pub(crate) by_ids: String,
@@ -38,15 +40,24 @@ impl Sql {
         let upsert_checkpoint = "ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
              event_id = excluded.event_id, version = excluded.version, saved_at = excluded.saved_at";
         Sql {
+            append_group: format!(
+                "SELECT status, stream_index, detail, first_position, bases FROM \
+                 {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                 $15, $16, $17, $18)"
+            ),
+            append_set: without_comments(include_str!("append_set.sql")).replace("__SCHEMA__", &s),
             // The lock every append takes first and holds to commit: see
             // the crate's docs on why no reader skips an event.
             // (`FOR UPDATE` waits for the holder to commit and then returns
             // the head it committed: the row as it is now, not as it was
             // when the statement began.)
             lock_head: format!("SELECT position FROM {s}.log_head WHERE one FOR UPDATE"),
+            // Each stream's version from the end of its index (a GROUP BY
+            // would read every event of the stream).
             versions: format!(
-                "SELECT stream_id, max(version) FROM {s}.events \
-                 WHERE stream_id = ANY($1::text[]) GROUP BY stream_id"
+                "SELECT s.stream_id, v.version FROM unnest($1::text[]) AS s(stream_id) \
+                 CROSS JOIN LATERAL (SELECT max(e.version) AS version FROM {s}.events AS e \
+                 WHERE e.stream_id = s.stream_id) AS v WHERE v.version IS NOT NULL"
             ),
             by_ids: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[])"
@@ -120,4 +131,13 @@ impl Sql {
             schema: s,
         }
     }
+}
+
+/// The statement without its comment lines: what the server shows of a
+/// running statement (`pg_stat_activity`) starts with the statement itself.
+fn without_comments(sql: &str) -> String {
+    sql.lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -124,6 +124,13 @@ impl PostgresStore {
         let head_sender = Arc::new(head_sender);
         let mut writer_config = config.clone();
         writer_config.application_name(ROLE_WRITER);
+        // The writer's statements are few and always the same shape: plans
+        // made once serve every call, where planning each call anew would
+        // cost more than the append.
+        let server_options = writer_config.get_options().unwrap_or_default().to_owned();
+        writer_config.options(format!(
+            "{server_options} -c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
+        ));
         let writer = Writer::start(WriterSetup {
             config: writer_config,
             sql: Arc::clone(&sql),

@@ -1,24 +1,41 @@
 //! The append path: one task per store owns a connection and commits the
 //! appends that queue up meanwhile together, in one transaction.
 //!
-//! A group's transaction goes in two round trips, each a pipeline of
-//! statements the server runs in order:
+//! A group goes the cheapest way that can decide it:
 //!
-//! 1. `BEGIN`, the head lock (`SELECT ... FOR UPDATE` of the one `log_head` row), then,
-//!    under the lock, the versions of the group's streams, the stored events
-//!    with the group's event ids, and the tracked checkpoints;
-//! 2. after each append is decided in memory ([`crate::target`]): one
-//!    `INSERT` of every row, the new head, the tracked checkpoints, the
-//!    notification for other processes, `COMMIT`.
+//! 1. **One statement** (`append_set.sql`), when its appends write to
+//!    distinct streams and track no checkpoint: the head lock, the checks,
+//!    the rows, the new head and the notification, in one round trip and
+//!    one commit. It writes nothing when another append committed between
+//!    its snapshot and its lock (what it read may be out of date) or when
+//!    an id of the group is stored.
+//! 2. **One function call** (`append_group`, schema version 2), which takes
+//!    the lock first and then reads, so its reads are never out of date:
+//!    for groups that write one stream twice or track checkpoints, and for
+//!    those the statement gave back. It gives up only when an id of the
+//!    group is stored.
+//! 3. **The shared append sequence** ([`run_append`](annals_core::store::run_append)),
+//!    in two round trips, each a pipeline the server runs in order:
+//!    `BEGIN`, the head lock, then the versions of the group's streams, the
+//!    stored events with the group's ids and the tracked checkpoints; and,
+//!    once each append is decided in memory ([`crate::target`]), one
+//!    `INSERT` of every row, the new head, the checkpoints, the notification
+//!    and `COMMIT`. This one tells a retried append (the original result)
+//!    from an id reused (an error).
 //!
-//! When the connection is lost in the second round trip, the server may or
-//! may not have committed: every append of the group is answered
+//! The writer's connection plans each statement once and never scans the
+//! log where an index serves (`plan_cache_mode`, `enable_seqscan`): a plan
+//! made while the log was small must not read it all once it is large.
+//!
+//! When the connection is lost while a group commits, the server may or may
+//! not have committed: every append of the group is answered
 //! [`BackendErrorKind::OutcomeUnknown`], and a retry with the same event
 //! ids is safe (it returns the original result if the group did commit).
 //! Any other failure leaves nothing written. The connection is dropped after
 //! a failure and opened again for the next group.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use annals_core::store::Names;
 use annals_core::{
@@ -29,9 +46,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{backend, kind_of};
+use crate::group::{self, Arrays};
 use crate::row::{event_from_row, to_sql_int};
 use crate::sql::Sql;
 use crate::target::{Group, Planned};
+use crate::watch::publish;
 
 /// How many appends may wait for the writer; callers beyond wait for room.
 const QUEUE: usize = 1024;
@@ -93,6 +112,8 @@ impl Writer {
 /// The writer's connection and its prepared statements.
 struct Connection {
     client: Client,
+    append_set: Statement,
+    append_group: Statement,
     begin: Statement,
     lock_head: Statement,
     versions: Statement,
@@ -123,6 +144,8 @@ async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
     };
     let sql = &setup.sql;
     let prepared = futures_util::future::try_join_all([
+        prepare(&sql.append_set),
+        prepare(&sql.append_group),
         prepare("BEGIN"),
         prepare(&sql.lock_head),
         prepare(&sql.versions),
@@ -144,6 +167,8 @@ async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
         })
     };
     Ok(Connection {
+        append_set: next()?,
+        append_group: next()?,
         begin: next()?,
         lock_head: next()?,
         versions: next()?,
@@ -159,9 +184,59 @@ async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
     })
 }
 
+/// How often, at most, other processes are told of this one's commits
+/// while commits follow each other: a notification costs the commit a
+/// database-wide lock, so a burst of commits sends one, and the last
+/// commit's is sent at most this much later.
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+
+/// When the last notification went, and the head still to be told.
+#[derive(Default)]
+struct Notices {
+    last: Option<Instant>,
+    owed: Option<Position>,
+}
+
+impl Notices {
+    /// Whether the next commit notifies.
+    fn due(&self) -> bool {
+        self.last.is_none_or(|last| last.elapsed() >= NOTIFY_EVERY)
+    }
+
+    /// When the owed notification is to be sent, if one is owed.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.owed?;
+        let last = self.last?;
+        Some(tokio::time::Instant::from_std(last + NOTIFY_EVERY))
+    }
+
+    fn committed(&mut self, head: Option<Position>, notified: bool) {
+        if notified {
+            self.last = Some(Instant::now());
+            self.owed = None;
+        } else if head.is_some() {
+            self.owed = head;
+        }
+    }
+}
+
 async fn run(mut queue: mpsc::Receiver<Job>, setup: WriterSetup) {
     let mut connection: Option<Connection> = None;
-    while let Some(first) = queue.recv().await {
+    let mut notices = Notices::default();
+    loop {
+        let first = match notices.deadline() {
+            Some(deadline) => tokio::select! {
+                job = queue.recv() => job,
+                () = tokio::time::sleep_until(deadline) => {
+                    send_owed_notice(&mut connection, &setup, &mut notices).await;
+                    continue;
+                }
+            },
+            None => queue.recv().await,
+        };
+        let Some(first) = first else {
+            break;
+        };
         let mut events = first.request.event_count();
         let mut jobs = vec![first];
         while jobs.len() < setup.max_group && events < GROUP_EVENTS {
@@ -189,16 +264,115 @@ async fn run(mut queue: mpsc::Receiver<Job>, setup: WriterSetup) {
                 }
             },
         };
-        match commit_group(&conn, &setup, &jobs).await {
-            Ok(answers) => {
+        match commit(&conn, &setup, &jobs, notices.due()).await {
+            Ok(committed) => {
                 connection = Some(conn);
-                for (job, answer) in jobs.into_iter().zip(answers) {
+                notices.committed(committed.head, committed.notified);
+                for (job, answer) in jobs.into_iter().zip(committed.answers) {
                     let _ = job.reply.send(answer);
                 }
             }
             Err(error) => answer_all(jobs, &error),
         }
     }
+    // The last commits are told before the writer goes.
+    if notices.owed.is_some() {
+        send_owed_notice(&mut connection, &setup, &mut notices).await;
+    }
+}
+
+/// Sends the notification the last commits did not carry. A failure only
+/// drops the connection: listeners read the head on their poll.
+async fn send_owed_notice(
+    connection: &mut Option<Connection>,
+    setup: &WriterSetup,
+    notices: &mut Notices,
+) {
+    let Some(head) = notices.owed.take() else {
+        return;
+    };
+    let Some(conn) = connection.take() else {
+        return;
+    };
+    let head_text = head.0.to_string();
+    let sent = conn
+        .client
+        .execute(&conn.notify, &[&setup.channel, &head_text])
+        .await;
+    notices.last = Some(Instant::now());
+    if sent.is_ok() {
+        *connection = Some(conn);
+    }
+}
+
+/// How a group went.
+struct Committed {
+    answers: Vec<Result<AppendOutcome, AppendError>>,
+    /// The new head, when the group wrote events.
+    head: Option<Position>,
+    /// Whether the commit notified other processes.
+    notified: bool,
+}
+
+/// Commits one group: in one statement when the append function can
+/// decide it alone, else with the shared append sequence.
+async fn commit(
+    conn: &Connection,
+    setup: &WriterSetup,
+    jobs: &[Job],
+    notify: bool,
+) -> Result<Committed, BackendError> {
+    let requests = || jobs.iter().map(|job| &job.request);
+    if let Some(arrays) = Arrays::new(requests()) {
+        let recorded_at = Timestamp::now();
+        let channel = notify.then_some(setup.channel.as_str());
+        // One statement is its own transaction: lost on the way, it may or
+        // may not have committed.
+        let failed = |e: tokio_postgres::Error| match kind_of(&e) {
+            BackendErrorKind::Unavailable => outcome_unknown(e),
+            _ => backend("committing an append", e),
+        };
+        let mut rows = arrays
+            .run_at_once(&conn.client, &conn.append_set, recorded_at, channel)
+            .await
+            .map_err(failed)?;
+        if rows.is_none() {
+            rows = arrays
+                .call(&conn.client, &conn.append_group, recorded_at, channel)
+                .await
+                .map_err(failed)?;
+        }
+        if let Some(rows) = rows {
+            let answers = group::answers(requests(), &rows, recorded_at)?;
+            let head = answers
+                .iter()
+                .filter_map(|answer| answer.as_ref().ok()?.last_position())
+                .max();
+            if let Some(head) = head {
+                publish(&setup.head, head);
+            }
+            return Ok(Committed {
+                answers,
+                head,
+                notified: notify,
+            });
+        }
+    }
+    let answers = commit_group(conn, setup, jobs).await?;
+    Ok(Committed {
+        answers,
+        head: None,
+        notified: true,
+    })
+}
+
+fn outcome_unknown(e: tokio_postgres::Error) -> BackendError {
+    BackendError::with_source(
+        BackendErrorKind::OutcomeUnknown,
+        "the connection was lost while an append was committing: it may or may not have \
+         committed (retrying with the same event ids is safe)",
+        e,
+    )
 }
 
 fn answer_all(jobs: Vec<Job>, error: &BackendError) {
@@ -296,14 +470,7 @@ async fn commit_group(
             .map_err(|e| backend("ending an append that wrote nothing", e))?;
     } else {
         write_group(conn, setup, &group).await?;
-        let head = Position(group.head);
-        setup.head.send_if_modified(|published| {
-            let newer = head > *published;
-            if newer {
-                *published = head;
-            }
-            newer
-        });
+        publish(&setup.head, Position(group.head));
     }
     let mut outcomes: Vec<Option<AppendOutcome>> = std::mem::take(&mut group.planned)
         .into_iter()
@@ -411,12 +578,7 @@ async fn write_group(
         .and(committed);
     match written {
         Ok(_) => Ok(()),
-        Err(e) if kind_of(&e) == BackendErrorKind::Unavailable => Err(BackendError::with_source(
-            BackendErrorKind::OutcomeUnknown,
-            "the connection was lost while an append was committing: it may or may not have \
-             committed (retrying with the same event ids is safe)",
-            e,
-        )),
+        Err(e) if kind_of(&e) == BackendErrorKind::Unavailable => Err(outcome_unknown(e)),
         Err(e) => Err(backend("committing an append", e)),
     }
 }

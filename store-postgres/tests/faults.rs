@@ -16,7 +16,7 @@ use annals_core::{
 };
 use annals_postgres::testing::{unique_schema, url_or_skip, Schemas};
 use annals_postgres::tokio_postgres::Client;
-use annals_postgres::{OpenError, PostgresOptions, PostgresStore};
+use annals_postgres::{OpenError, PostgresOptions, PostgresStore, SCHEMA_VERSION};
 use common::proxy::Proxy;
 use common::{raw, TestResult, PATIENCE};
 
@@ -503,7 +503,7 @@ async fn a_schema_from_a_newer_annals_fails_with_schema_too_new_and_is_left_unto
     assert!(
         matches!(
             &opened,
-            Err(OpenError::SchemaTooNew { schema: s, found: 99, supported: 1 }) if *s == schema
+            Err(OpenError::SchemaTooNew { schema: s, found: 99, supported }) if *s == schema && *supported == SCHEMA_VERSION
         ),
         "{opened:?}"
     );
@@ -541,7 +541,7 @@ async fn a_missing_schema_with_migrations_off_fails_with_not_migrated_until_migr
     let Err(OpenError::NotMigrated {
         schema,
         found: 0,
-        current: 1,
+        current: SCHEMA_VERSION,
     }) = opened
     else {
         return Err(format!("opening an unmigrated schema gave {opened:?}").into());
@@ -563,7 +563,7 @@ async fn a_missing_schema_with_migrations_off_fails_with_not_migrated_until_migr
     );
     assert_eq!(
         options.migrate().await?,
-        1,
+        SCHEMA_VERSION,
         "a second migrate did not find the work done"
     );
     let store = schemas.open(options).await?;
