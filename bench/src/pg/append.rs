@@ -15,9 +15,9 @@ use crate::sizes::{commands_per_task, ACCOUNTS, ACCOUNTS_PER_TASK, APPEND_SEQ_CO
 use crate::Settings;
 
 /// `append-seq`: 4,000 commands (`--size`) one at a time over 1,000
-/// accounts, as on SQLite. Baseline: one connection inserting the same
-/// events one at a time, one `INSERT` per transaction (autocommit), at
-/// versions it knows without reading.
+/// accounts, as on SQLite. Baseline: one connection appending the same
+/// events one at a time as on SQLite: read the stream's version, then one
+/// `INSERT` per transaction (autocommit).
 pub(crate) async fn sequential(
     run: &PgRun,
     settings: Settings,
@@ -57,8 +57,8 @@ pub(crate) async fn sequential(
 /// `append-concurrent`: 64 tasks issue commands at once, each to its own 10
 /// accounts, through one store (whose writer commits the appends that queue
 /// up together). 12,800 commands (`--size`), as on SQLite. Baseline: the same 64 tasks,
-/// each with a connection of its own, one `INSERT` per transaction
-/// (autocommit), at versions they know without reading.
+/// each with a connection of its own, reading the stream's version and
+/// then one `INSERT` per transaction (autocommit).
 pub(crate) async fn concurrent(
     run: &PgRun,
     settings: Settings,

@@ -187,6 +187,7 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 /// one transaction each (autocommit).
 pub(crate) struct RawWriter {
     client: Client,
+    version: Statement,
     insert: Statement,
     shape: Shape,
 }
@@ -197,23 +198,38 @@ impl RawWriter {
         client: Client,
         shape: Shape,
     ) -> Result<RawWriter, tokio_postgres::Error> {
+        let version = client
+            .prepare(&run.raw_sql(include_str!("stream_version.sql")))
+            .await?;
         let insert = client
             .prepare(&run.raw_sql(include_str!("insert.sql")))
             .await?;
         Ok(RawWriter {
             client,
+            version,
             insert,
             shape,
         })
     }
 
-    /// Inserts one event at a version the caller tracks, encoded by hand.
+    /// Appends one event as an application without a framework would:
+    /// reads the stream's version, then inserts the event at the next one
+    /// (one `INSERT` per transaction; the unique key on stream and version
+    /// catches a racing writer). The version the caller expects is checked.
     pub(crate) async fn insert_at(
         &self,
         stream: &str,
         version: i64,
         event: &BankEvent,
     ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let current: Option<i64> = self
+            .client
+            .query_one(&self.version, &[&stream])
+            .await?
+            .get(0);
+        if current.unwrap_or(0) + 1 != version {
+            return Err(format!("{stream} is at {current:?}, not {}", version - 1).into());
+        }
         let (event_type, payload) = encode_raw(event);
         let schema_version = i32::try_from(event.schema_version())?;
         let metadata = self.shape.raw_metadata();
