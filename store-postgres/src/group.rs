@@ -163,6 +163,40 @@ impl<'r> Arrays<'r> {
         Ok((rows.len() == self.a_streams.len()).then_some(rows))
     }
 
+    /// Runs the leanest statement when the group is one append to one
+    /// stream that tracks no checkpoint. `Ok(None)` when it is not, or
+    /// when the statement wrote nothing because what it read may be out of
+    /// date or an id of the append is stored.
+    pub(crate) async fn run_one(
+        &self,
+        client: &Client,
+        statement: &Statement,
+        recorded_at: Timestamp,
+        channel: Option<&str>,
+    ) -> Result<Option<Vec<Row>>, tokio_postgres::Error> {
+        if !(self.simple && self.a_streams.len() == 1 && self.s_stream.len() == 1) {
+            return Ok(None);
+        }
+        let recorded = recorded_at.as_unix_micros();
+        // MAX_VERSION is i64::MAX: it fits.
+        let max_version = i64::try_from(MAX_VERSION).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &self.s_stream[0],
+            &self.s_expected[0],
+            &self.s_events[0],
+            &self.e_id,
+            &self.e_type,
+            &self.e_schema,
+            &self.e_payload,
+            &self.e_metadata,
+            &recorded,
+            &max_version,
+            &channel,
+        ];
+        let rows = client.query(statement, &params).await?;
+        Ok((rows.len() == 1).then_some(rows))
+    }
+
     /// Calls the function. `Ok(None)` when an id of the group is stored.
     pub(crate) async fn call(
         &self,

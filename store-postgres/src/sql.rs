@@ -12,6 +12,7 @@ pub(crate) struct Sql {
     pub(crate) schema: String,
     pub(crate) append_group: String,
     pub(crate) append_set: String,
+    pub(crate) append_one: String,
     pub(crate) lock_head: String,
     pub(crate) versions: String,
     pub(crate) by_ids: String,
@@ -45,6 +46,7 @@ impl Sql {
                  {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
                  $15, $16, $17, $18)"
             ),
+            append_one: without_comments(include_str!("append_one.sql")).replace("__SCHEMA__", &s),
             append_set: without_comments(include_str!("append_set.sql")).replace("__SCHEMA__", &s),
             // The lock every append takes first and holds to commit: see
             // the crate's docs on why no reader skips an event.

@@ -3,12 +3,14 @@
 //!
 //! A group goes the cheapest way that can decide it:
 //!
-//! 1. **One statement** (`append_set.sql`), when its appends write to
-//!    distinct streams and track no checkpoint: the head lock, the checks,
-//!    the rows, the new head and the notification, in one round trip and
-//!    one commit. It writes nothing when another append committed between
-//!    its snapshot and its lock (what it read may be out of date) or when
-//!    an id of the group is stored.
+//! 1. **One statement**, when its appends write to distinct streams and
+//!    track no checkpoint: the head lock, the checks, the rows, the new
+//!    head and the notification, in one round trip and one commit
+//!    (`append_one.sql` for a single append to one stream, the commonest
+//!    group, whose one write to the head is also its lock;
+//!    `append_set.sql` for the rest). It writes nothing when another
+//!    append committed between its snapshot and its lock (what it read may
+//!    be out of date) or when an id of the group is stored.
 //! 2. **One function call** (`append_group`, schema version 2), which takes
 //!    the lock first and then reads, so its reads are never out of date:
 //!    for groups that write one stream twice or track checkpoints, and for
@@ -112,6 +114,7 @@ impl Writer {
 /// The writer's connection and its prepared statements.
 struct Connection {
     client: Client,
+    append_one: Statement,
     append_set: Statement,
     append_group: Statement,
     begin: Statement,
@@ -144,6 +147,7 @@ async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
     };
     let sql = &setup.sql;
     let prepared = futures_util::future::try_join_all([
+        prepare(&sql.append_one),
         prepare(&sql.append_set),
         prepare(&sql.append_group),
         prepare("BEGIN"),
@@ -167,6 +171,7 @@ async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
         })
     };
     Ok(Connection {
+        append_one: next()?,
         append_set: next()?,
         append_group: next()?,
         begin: next()?,
@@ -333,9 +338,15 @@ async fn commit(
             _ => backend("committing an append", e),
         };
         let mut rows = arrays
-            .run_at_once(&conn.client, &conn.append_set, recorded_at, channel)
+            .run_one(&conn.client, &conn.append_one, recorded_at, channel)
             .await
             .map_err(failed)?;
+        if rows.is_none() {
+            rows = arrays
+                .run_at_once(&conn.client, &conn.append_set, recorded_at, channel)
+                .await
+                .map_err(failed)?;
+        }
         if rows.is_none() {
             rows = arrays
                 .call(&conn.client, &conn.append_group, recorded_at, channel)
