@@ -43,7 +43,7 @@ async fn racing_writers_on_two_stores_lose_no_increment_and_report_true_conflict
                     let event = NewEvent::new(
                         "Incremented",
                         1,
-                        Payload::from_json(&format!(r#"{{"by":"{s}.{t}","n":{n}}}"#))?,
+                        Payload::from_json(format!(r#"{{"by":"{s}.{t}","n":{n}}}"#))?,
                     )?;
                     match store.append_to_stream(&stream, expected, vec![event]).await {
                         Ok(outcome) => {
