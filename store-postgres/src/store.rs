@@ -10,7 +10,9 @@ use annals_core::{
     ReadAll, ReadError, ReadStream, RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore,
     StreamId, Timestamp,
 };
+use annals_core::store::Names;
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 
@@ -353,10 +355,19 @@ impl EventStore for PostgresStore {
                     .collect();
                 let (head, rows) = tokio::try_join!(
                     client.query_one(&head_statement, &[]),
-                    client.query(&statement, &params),
+                    client.query_raw(&statement, params),
                 )
                 .map_err(failed)?;
-                (head_of(&head)?, events_from_rows(&rows, event_from_row)?)
+                // Each row becomes an event as it arrives: decoding goes on
+                // while the server still sends, and only the events are
+                // kept.
+                let mut rows = std::pin::pin!(rows);
+                let mut names = Names::default();
+                let mut events = Vec::with_capacity(limit.min(1024));
+                while let Some(row) = rows.try_next().await.map_err(failed)? {
+                    events.push(event_from_row(&row, &mut names)?);
+                }
+                (head_of(&head)?, events)
             }
             _ => {
                 let head = client
