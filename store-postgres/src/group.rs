@@ -51,6 +51,12 @@ pub(crate) struct Arrays<'r> {
     simple: bool,
 }
 
+/// The largest version, as the statements take it.
+fn max_version() -> i64 {
+    // MAX_VERSION is i64::MAX: it fits.
+    i64::try_from(MAX_VERSION).unwrap_or(i64::MAX)
+}
+
 /// The expected version as the function reads it; `None` for one it does
 /// not know.
 fn expected_code(expected: ExpectedVersion) -> Option<i64> {
@@ -140,9 +146,7 @@ impl<'r> Arrays<'r> {
         if !self.simple {
             return Ok(None);
         }
-        let recorded = recorded_at.as_unix_micros();
-        // MAX_VERSION is i64::MAX: it fits.
-        let max_version = i64::try_from(MAX_VERSION).unwrap_or(i64::MAX);
+        let (recorded, max_version) = (recorded_at.as_unix_micros(), max_version());
         let params: [&(dyn ToSql + Sync); 14] = [
             &self.s_stream,
             &self.s_expected,
@@ -177,9 +181,7 @@ impl<'r> Arrays<'r> {
         if !(self.simple && self.a_streams.len() == 1 && self.s_stream.len() == 1) {
             return Ok(None);
         }
-        let recorded = recorded_at.as_unix_micros();
-        // MAX_VERSION is i64::MAX: it fits.
-        let max_version = i64::try_from(MAX_VERSION).unwrap_or(i64::MAX);
+        let (recorded, max_version) = (recorded_at.as_unix_micros(), max_version());
         let params: [&(dyn ToSql + Sync); 11] = [
             &self.s_stream[0],
             &self.s_expected[0],
@@ -205,9 +207,7 @@ impl<'r> Arrays<'r> {
         recorded_at: Timestamp,
         channel: Option<&str>,
     ) -> Result<Option<Vec<Row>>, tokio_postgres::Error> {
-        let recorded = recorded_at.as_unix_micros();
-        // MAX_VERSION is i64::MAX: it fits.
-        let max_version = i64::try_from(MAX_VERSION).unwrap_or(i64::MAX);
+        let (recorded, max_version) = (recorded_at.as_unix_micros(), max_version());
         let params: [&(dyn ToSql + Sync); 18] = [
             &self.a_streams,
             &self.a_track_name,

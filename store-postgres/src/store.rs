@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use annals_core::store::Names;
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Checkpoint,
@@ -10,10 +11,9 @@ use annals_core::{
     ReadAll, ReadError, ReadStream, RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore,
     StreamId, Timestamp,
 };
-use annals_core::store::Names;
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::error::{backend, corrupt, pool_error, OpenError};
@@ -296,19 +296,9 @@ impl EventStore for PostgresStore {
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let sql = self.sql();
-        let Some((query, from, limit)) =
-            stream_query(&read, &sql.stream_forward, &sql.stream_backward)
-        else {
-            return Ok(Vec::new());
-        };
-        let rows = self
-            .query(
-                "reading a stream",
-                query,
-                &[&stream_param(stream), &from, &limit],
-            )
-            .await?;
-        events_from_rows(&rows, event_from_row)
+        let statements = (sql.stream_forward.as_str(), sql.stream_backward.as_str());
+        self.stream_page(stream, &read, statements, event_from_row)
+            .await
     }
 
     async fn read_stream_for_replay(
@@ -317,19 +307,9 @@ impl EventStore for PostgresStore {
         read: ReadStream,
     ) -> Result<Vec<ReplayEvent>, ReadError> {
         let sql = self.sql();
-        let Some((query, from, limit)) =
-            stream_query(&read, &sql.replay_forward, &sql.replay_backward)
-        else {
-            return Ok(Vec::new());
-        };
-        let rows = self
-            .query(
-                "reading a stream",
-                query,
-                &[&stream_param(stream), &from, &limit],
-            )
-            .await?;
-        events_from_rows(&rows, replay_event_from_row)
+        let statements = (sql.replay_forward.as_str(), sql.replay_backward.as_str());
+        self.stream_page(stream, &read, statements, replay_event_from_row)
+            .await
     }
 
     async fn read_all(&self, read: ReadAll) -> Result<Page, ReadError> {
@@ -397,6 +377,28 @@ impl EventStore for PostgresStore {
 }
 
 impl PostgresStore {
+    /// A page of one stream, read with the forward or the backward
+    /// statement of `statements` as the read goes.
+    async fn stream_page<T>(
+        &self,
+        stream: &StreamId,
+        read: &ReadStream,
+        statements: (&str, &str),
+        from_row: fn(&tokio_postgres::Row, &mut Names) -> Result<T, ReadError>,
+    ) -> Result<Vec<T>, ReadError> {
+        let Some((query, from, limit)) = stream_query(read, statements.0, statements.1) else {
+            return Ok(Vec::new());
+        };
+        let rows = self
+            .query(
+                "reading a stream",
+                query,
+                &[&stream_param(stream), &from, &limit],
+            )
+            .await?;
+        events_from_rows(&rows, from_row)
+    }
+
     /// Runs one prepared statement on a pooled connection.
     pub(crate) async fn query(
         &self,
