@@ -102,3 +102,64 @@ async fn racing_writers_on_two_stores_lose_no_increment_and_report_true_conflict
     schemas.drop_all().await;
     Ok(())
 }
+
+/// Retries of committed appends (which the writer decides in a transaction
+/// of several statements) mixed with new appends (one statement each, in
+/// the same groups): every new append is stored once, and every retry gets
+/// its original result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_mixed_with_new_appends_each_commit_once_with_their_original_result() -> TestResult
+{
+    let Some(url) = url_or_skip("retries_mixed_with_new_appends") else {
+        return Ok(());
+    };
+    let schemas = Schemas::new(url, "mixed_retries");
+    let store = schemas.store().await?;
+    let event = |i: usize| -> Result<NewEvent, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(NewEvent::new(
+            "Noted",
+            1,
+            Payload::from_json(format!(r#"{{"i":{i}}}"#))?,
+        )?)
+    };
+    // Committed first: the appends that will be retried.
+    let mut first = Vec::new();
+    for i in 0..32 {
+        let request = annals_core::AppendRequest::to_stream(
+            StreamId::new(format!("old-{i}"))?,
+            ExpectedVersion::NoStream,
+            vec![event(i)?],
+        );
+        let outcome = store.append(request.clone()).await?;
+        first.push((request, outcome));
+    }
+    let mut tasks = Vec::new();
+    for (i, (request, original)) in first.into_iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let again = store.append(request.clone()).await?;
+                assert_eq!(again, original, "a retry got another result");
+                let fresh = annals_core::AppendRequest::to_stream(
+                    StreamId::new(format!("new-{i}"))?,
+                    ExpectedVersion::Any,
+                    vec![event(1000 * i + round)?],
+                );
+                store.append(fresh).await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let log = annals_core::testkit::read_log(&store).await?;
+    annals_core::testkit::assert_no_gaps(&log, "mixed retries");
+    assert_eq!(
+        log.len(),
+        32 + 32 * 5,
+        "a retry wrote again or a new append was lost"
+    );
+    schemas.drop_all().await;
+    Ok(())
+}
