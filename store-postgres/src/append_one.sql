@@ -6,7 +6,8 @@
 -- the snapshot saw: when another append committed in between, the
 -- `UPDATE` finds the head moved, writes nothing, and the statement answers
 -- no row; the writer then decides the append another way. So, too, when
--- an event id of the append is already stored (`ids_stored`). A refusal
+-- a refused append's event id is already stored (`ids_stored`); a passing
+-- one's fails the insert on its unique key. A refusal
 -- still locks and moves the head by nothing, so that it is known to be
 -- decided on the log as it is.
 --
@@ -17,10 +18,8 @@
 WITH current AS (
     SELECT max(e.version) AS version FROM __SCHEMA__.events AS e WHERE e.stream_id = $1::text
 ),
-verdict AS (
+checked AS (
     SELECT c.version,
-           EXISTS (SELECT 1 FROM __SCHEMA__.events AS e WHERE e.event_id = ANY ($4::uuid[]))
-               AS ids_stored,
            CASE
                WHEN $2::bigint = -1 THEN true
                WHEN $2::bigint = -2 OR $2::bigint = 0 THEN c.version IS NULL
@@ -31,10 +30,19 @@ verdict AS (
            $3::int4 > $10::bigint - coalesce(c.version, 0) AS overflow
     FROM current AS c
 ),
+-- Only a refusal looks its ids up: a passing append's stored id fails the
+-- insert on its unique key.
+verdict AS (
+    SELECT c.version, c.met, c.overflow,
+           CASE WHEN c.met AND NOT c.overflow THEN false
+                ELSE EXISTS (SELECT 1 FROM __SCHEMA__.events AS e
+                             WHERE e.event_id = ANY ($4::uuid[]))
+           END AS ids_stored
+    FROM checked AS c
+),
 moved AS (
     UPDATE __SCHEMA__.log_head AS l
-    SET position = l.position
-        + CASE WHEN v.met AND NOT v.overflow AND NOT v.ids_stored THEN $3::int4 ELSE 0 END
+    SET position = l.position + CASE WHEN v.met AND NOT v.overflow THEN $3::int4 ELSE 0 END
     FROM verdict AS v
     WHERE l.one AND NOT v.ids_stored
       AND l.position = (SELECT h.position FROM __SCHEMA__.log_head AS h WHERE h.one)

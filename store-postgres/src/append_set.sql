@@ -5,7 +5,8 @@
 -- head lock in `locked`: if another append committed in between (the head
 -- it locked is not the head its snapshot sees), what it read may be out of
 -- date, and it writes nothing and answers no row; so it does too when an
--- event id of the group is already stored. The writer then decides the
+-- event id of a refused append is already stored, and it fails on the
+-- unique key when one of a passing append is. The writer then decides the
 -- group another way. Otherwise it answers one row per append, as
 -- `append_group` does: status 0 inserted (first position, and the version
 -- of each stream entry before it), 1 a conflict at entry `stream_index`
@@ -23,7 +24,6 @@ WITH locked AS (
 fresh AS (
     SELECT locked.position AS head FROM locked
     WHERE locked.position = (SELECT l.position FROM __SCHEMA__.log_head AS l WHERE l.one)
-      AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.events AS e WHERE e.event_id = ANY ($7::uuid[]))
 ),
 checked AS (
     SELECT x.ord, x.stream_id, x.append, v.current,
@@ -50,6 +50,18 @@ appends AS (
            array_agg(coalesce(c.current, 0) ORDER BY c.ord) AS bases
     FROM checked AS c GROUP BY c.append
 ),
+-- Whether a refused append's ids are stored: it may be a retry of an
+-- append committed before, which only the writer's other ways can tell.
+-- (A passing append's stored id fails the insert on its unique key.)
+refused_stored AS (
+    SELECT EXISTS (
+        SELECT 1
+        FROM unnest($5::int4[], $7::uuid[]) AS ev(entry, event_id)
+             JOIN checked AS c ON c.ord = ev.entry
+             JOIN appends AS a ON a.append = c.append AND NOT a.pass
+             JOIN __SCHEMA__.events AS e ON e.event_id = ev.event_id
+    ) AS stored
+),
 rows AS (
     SELECT c.append,
            fresh.head + row_number() OVER (ORDER BY ev.ord) AS position,
@@ -62,6 +74,7 @@ rows AS (
                                    metadata, ord)
          JOIN checked AS c ON c.ord = ev.entry
          JOIN appends AS a ON a.append = c.append AND a.pass
+    WHERE NOT (SELECT s.stored FROM refused_stored AS s)
 ),
 inserted AS (
     INSERT INTO __SCHEMA__.events (position, stream_id, version, event_id, event_type,
@@ -85,4 +98,5 @@ SELECT CASE WHEN a.pass THEN 0 WHEN f.met THEN 3 ELSE 1 END::smallint AS status,
        a.bases,
        (SELECT count(*) FROM notified) AS notified
 FROM appends AS a LEFT JOIN checked AS f ON f.ord = a.failed_entry
+WHERE NOT (SELECT s.stored FROM refused_stored AS s)
 ORDER BY a.append

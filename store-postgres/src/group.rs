@@ -51,6 +51,12 @@ pub(crate) struct Arrays<'r> {
     simple: bool,
 }
 
+/// An insert that found one of its event ids stored: the statement wrote
+/// nothing, and the group is decided another way.
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|c| c.code() == "23505")
+}
+
 /// The largest version, as the statements take it.
 fn max_version() -> i64 {
     // MAX_VERSION is i64::MAX: it fits.
@@ -163,8 +169,11 @@ impl<'r> Arrays<'r> {
             &max_version,
             &channel,
         ];
-        let rows = client.query(statement, &params).await?;
-        Ok((rows.len() == self.a_streams.len()).then_some(rows))
+        match client.query(statement, &params).await {
+            Ok(rows) => Ok((rows.len() == self.a_streams.len()).then_some(rows)),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs the leanest statement when the group is one append to one
@@ -195,8 +204,11 @@ impl<'r> Arrays<'r> {
             &max_version,
             &channel,
         ];
-        let rows = client.query(statement, &params).await?;
-        Ok((rows.len() == 1).then_some(rows))
+        match client.query(statement, &params).await {
+            Ok(rows) => Ok((rows.len() == 1).then_some(rows)),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Calls the function. `Ok(None)` when an id of the group is stored.
