@@ -26,6 +26,15 @@
 //! is shared by many appends and costs one round trip and the commit's
 //! flush (see the `writer` module for the three ways a group goes).
 //!
+//! Measured with `annals-bench --store postgres` (medians of 5, 2 cores
+//! shared with the server, events of about 200 bytes with 110 bytes of
+//! metadata, beside raw tokio-postgres on a table of the same shape):
+//! commands one at a time run at 0.87× an application that reads the
+//! stream's version and inserts one event per transaction; 64 concurrent
+//! commands at 2.0× the same from 64 connections; loading a stream at
+//! 0.96×, scanning the log at 1.03× and rebuilding a read model at 0.95×
+//! raw reads.
+//!
 //! # Live
 //!
 //! Commits notify a channel of the store's schema with the new head (a
