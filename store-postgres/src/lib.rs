@@ -63,6 +63,7 @@
 
 mod error;
 mod group;
+mod name;
 mod options;
 mod read;
 mod requests;

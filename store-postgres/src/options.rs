@@ -7,12 +7,13 @@ use std::time::Duration;
 use annals_core::Limits;
 
 use crate::error::OpenError;
-use crate::store::PostgresStore;
+use crate::name::SchemaName;
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "annals";
 
-/// Options for [`PostgresStore`], built from [`PostgresStore::options`].
+/// Options for [`PostgresStore`](crate::PostgresStore), built from
+/// [`PostgresStore::options`](crate::PostgresStore::options).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -135,22 +136,6 @@ impl PostgresOptions {
         self
     }
 
-    /// Connects, creates or migrates the schema as the options say, and
-    /// opens the store.
-    pub async fn connect(self) -> Result<PostgresStore, OpenError> {
-        PostgresStore::open_with(self).await
-    }
-
-    /// Creates the schema or brings it to this build's version, without
-    /// opening a store: for a deployment step that migrates before the
-    /// application starts with [`PostgresOptions::migrate_on_open`] off.
-    /// Safe when several processes do it at once. Returns the version the
-    /// schema had before (0 when it had none).
-    pub async fn migrate(&self) -> Result<u32, OpenError> {
-        let (schema, config) = self.check()?;
-        crate::schema::connect_and_migrate(&config, &schema, true).await
-    }
-
     pub(crate) fn check(&self) -> Result<(SchemaName, tokio_postgres::Config), OpenError> {
         let schema = SchemaName::new(&self.schema)?;
         let invalid = |setting, reason: &str| OpenError::InvalidOptions {
@@ -200,108 +185,9 @@ pub(crate) const ROLE_WRITER: &str = "annals-writer";
 /// The head listener's `application_name`.
 pub(crate) const ROLE_LISTENER: &str = "annals-listener";
 
-/// A validated schema name, and its quoted form for SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SchemaName {
-    name: String,
-}
-
-/// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
-const MAX_IDENTIFIER: usize = 63;
-
-impl SchemaName {
-    pub(crate) fn new(name: &str) -> Result<Self, OpenError> {
-        let refuse = |reason| OpenError::InvalidSchemaName {
-            name: name.to_owned(),
-            reason,
-        };
-        let mut bytes = name.bytes();
-        match bytes.next() {
-            None => return Err(refuse("it is empty")),
-            Some(b'a'..=b'z' | b'_') => {}
-            Some(_) => return Err(refuse("it must start with a lower-case letter or '_'")),
-        }
-        if !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_')) {
-            return Err(refuse(
-                "it may hold only lower-case ASCII letters, digits and '_'",
-            ));
-        }
-        if name.len() > MAX_IDENTIFIER {
-            return Err(refuse("it is longer than 63 bytes"));
-        }
-        if name.starts_with("pg_") {
-            return Err(refuse("names starting with pg_ are reserved by PostgreSQL"));
-        }
-        Ok(SchemaName {
-            name: name.to_owned(),
-        })
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.name
-    }
-
-    /// The name quoted as an SQL identifier. The rules above leave nothing
-    /// to escape; the quotes keep it from ever being read as a keyword.
-    pub(crate) fn quoted(&self) -> String {
-        format!("\"{}\"", self.name)
-    }
-
-    /// The LISTEN/NOTIFY channel of the store's head: unique per schema,
-    /// within the 63 bytes a channel name may have.
-    pub(crate) fn channel(&self) -> String {
-        let full = format!("annals_head_{}", self.name);
-        if full.len() <= MAX_IDENTIFIER {
-            return full;
-        }
-        // FNV-1a of the whole name keeps long names that share a start apart.
-        let hash = self.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        format!("annals_head_{}_{hash:016x}", &self.name[..34])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schema_names_follow_the_identifier_rules() {
-        for good in ["annals", "_x", "a1_b2", &"a".repeat(63)] {
-            assert!(SchemaName::new(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "1abc",
-            "Annals",
-            "a-b",
-            "a b",
-            "a\"b",
-            "a;drop",
-            "pg_catalog",
-            &"a".repeat(64),
-            "é",
-        ] {
-            assert!(
-                matches!(
-                    SchemaName::new(bad),
-                    Err(OpenError::InvalidSchemaName { .. })
-                ),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn channels_fit_and_differ_for_long_names_with_one_start() -> Result<(), OpenError> {
-        let a = SchemaName::new(&format!("{}a", "x".repeat(62)))?;
-        let b = SchemaName::new(&format!("{}b", "x".repeat(62)))?;
-        assert!(a.channel().len() <= 63 && b.channel().len() <= 63);
-        assert_ne!(a.channel(), b.channel());
-        assert_eq!(SchemaName::new("orders")?.channel(), "annals_head_orders");
-        Ok(())
-    }
 
     #[test]
     fn bad_options_are_refused_before_connecting() {

@@ -11,7 +11,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{backend, OpenError};
-use crate::options::SchemaName;
+use crate::name::SchemaName;
 
 /// The SQL of each schema version, oldest first; `__SCHEMA__` stands for
 /// the quoted schema name.

@@ -2,7 +2,7 @@
 //! travel as parameters; the only text put into a statement is the schema
 //! name, validated and quoted ([`SchemaName`]).
 
-use crate::options::SchemaName;
+use crate::name::SchemaName;
 use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS};
 
 /// Every fixed statement of one store.

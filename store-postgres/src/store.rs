@@ -17,7 +17,8 @@ use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::error::{backend, corrupt, pool_error, OpenError};
-use crate::options::{PostgresOptions, SchemaName, ROLE_LISTENER, ROLE_WRITER};
+use crate::name::SchemaName;
+use crate::options::{PostgresOptions, ROLE_LISTENER, ROLE_WRITER};
 use crate::read::{log_query, stream_param, stream_query};
 use crate::row::{event_from_row, events_from_rows, replay_event_from_row};
 use crate::schema;
@@ -74,6 +75,24 @@ impl std::fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema.as_str())
             .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOptions {
+    /// Connects, creates or migrates the schema as the options say, and
+    /// opens the store.
+    pub async fn connect(self) -> Result<PostgresStore, OpenError> {
+        PostgresStore::open_with(self).await
+    }
+
+    /// Creates the schema or brings it to this build's version, without
+    /// opening a store: for a deployment step that migrates before the
+    /// application starts with [`PostgresOptions::migrate_on_open`] off.
+    /// Safe when several processes do it at once. Returns the version the
+    /// schema had before (0 when it had none).
+    pub async fn migrate(&self) -> Result<u32, OpenError> {
+        let (schema, config) = self.check()?;
+        crate::schema::connect_and_migrate(&config, &schema, true).await
     }
 }
 
