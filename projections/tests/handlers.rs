@@ -1,6 +1,11 @@
 //! Durable handlers: retries on a manual clock, permanent failures and
 //! panics, per-key order under a worker pool, claims between executors,
-//! and bad settings.
+//! and bad settings. Each scenario on one store is written once, as
+//! `<test>_on(store)`, and runs on the in-memory store and, when
+//! `ANNALS_PG_URL` names a server, on PostgreSQL. Two executors on one
+//! database open one SQLite file twice; their PostgreSQL counterpart, two
+//! store instances on one schema, is in the facade's
+//! `tests/postgres_handlers.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +24,15 @@ use annals_projections::saga::ManualClock;
 use annals_projections::{async_trait, Envelope, HandlerError};
 use annals_sqlite::SqliteStore;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use postgres::TestResult;
+
+/// What the scenarios need of a store.
+trait Store: EventStore + HandlerStore + Clone + 'static {}
+
+impl<S: EventStore + HandlerStore + Clone + 'static> Store for S {}
 
 async fn open(store: &(impl EventStore + Clone + 'static), id: &str) -> TestResult {
     let accounts = Repository::<Account, _>::new(store.clone())?;
@@ -77,7 +90,27 @@ impl EventHandler for Flaky {
 #[tokio::test]
 async fn retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued(
 ) -> TestResult {
-    let store = InMemoryStore::new();
+    retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued_on(
+        InMemoryStore::new(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued_on_postgres(
+) -> TestResult {
+    postgres::with_store(
+        "retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued_on_postgres",
+        retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued_on,
+    )
+    .await
+}
+
+async fn retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_requeued_on<
+    S: Store,
+>(
+    store: S,
+) -> TestResult {
     let clock = ManualClock::starting_at(Timestamp::from_unix_micros(1_700_000_000_000_000));
     let fixed = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(Mutex::new(Vec::new()));
@@ -94,7 +127,7 @@ async fn retries_wait_within_the_jittered_backoff_then_die_and_run_again_when_re
         .cooperative()?;
     open(&store, "ada").await?;
     let letters = handlers.dead_letters();
-    let request = |letters: annals_projections::handlers::DeadLetters<InMemoryStore>| async move {
+    let request = |letters: annals_projections::handlers::DeadLetters<S>| async move {
         let all = letters.list(&RequestFilter::all()).await?;
         assert_eq!(all.len(), 1, "one request for one event and handler");
         Ok::<_, Box<dyn std::error::Error>>(all[0].clone())
@@ -190,7 +223,23 @@ impl EventHandler for Broken {
 #[tokio::test]
 async fn permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack(
 ) -> TestResult {
-    let store = InMemoryStore::new();
+    permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack_on(
+        InMemoryStore::new(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack_on_postgres(
+) -> TestResult {
+    postgres::with_store("permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack_on_postgres", permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack_on).await
+}
+
+async fn permanent_failure_dies_at_once_and_a_panic_is_retried_and_reported_with_its_stack_on<
+    S: Store,
+>(
+    store: S,
+) -> TestResult {
     let reports: Arc<Mutex<Vec<ErrorReport>>> = Arc::default();
     let seen = reports.clone();
     let mut handlers = Handlers::new(store.clone())
@@ -303,7 +352,23 @@ impl EventHandler for Ordered {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key(
 ) -> TestResult {
-    let store = InMemoryStore::new();
+    per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key_on(
+        InMemoryStore::new(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key_on_postgres(
+) -> TestResult {
+    postgres::with_store("per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key_on_postgres", per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key_on).await
+}
+
+async fn per_key_order_holds_under_a_worker_pool_and_a_poison_event_blocks_only_its_key_on<
+    S: Store,
+>(
+    store: S,
+) -> TestResult {
     for account in 0..8 {
         let id = format!("{account}");
         open(&store, &id).await?;
@@ -457,7 +522,23 @@ async fn two_executors_on_one_database_never_run_a_request_twice() -> TestResult
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt() -> TestResult {
-    let store = InMemoryStore::new();
+    a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt_on(InMemoryStore::new())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt_on_postgres(
+) -> TestResult {
+    postgres::with_store(
+        "a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt_on_postgres",
+        a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt_on,
+    )
+    .await
+}
+
+async fn a_dead_executors_claim_expires_and_the_request_runs_on_its_next_attempt_on<S: Store>(
+    store: S,
+) -> TestResult {
     open(&store, "ada").await?;
     let opened = store
         .read_all(ReadAll::after(Position::START))
@@ -538,7 +619,25 @@ impl EventHandler for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor() -> TestResult
 {
-    let store = InMemoryStore::new();
+    stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor_on(
+        InMemoryStore::new(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor_on_postgres(
+) -> TestResult {
+    postgres::with_store(
+        "stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor_on_postgres",
+        stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor_on,
+    )
+    .await
+}
+
+async fn stop_releases_handlers_that_outlive_the_grace_period_for_the_next_executor_on<S: Store>(
+    store: S,
+) -> TestResult {
     open(&store, "ada").await?;
     let started = Arc::new(AtomicUsize::new(0));
     let first = Handlers::new(store.clone())
