@@ -1,15 +1,16 @@
 //! Deadlines and grouped reactions at their edges: a postponed deadline
 //! never fires at its old time, and a group of reactions too large for one
 //! append falls back to one reaction at a time instead of failing an
-//! event that did nothing wrong.
+//! event that did nothing wrong. Each scenario runs on the in-memory
+//! store and, when `ANNALS_PG_URL` names a server, on PostgreSQL.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use annals_core::{
-    DomainEvent, EventSet, EventStoreExt, ExpectedVersion, InMemoryStore, NewEvent, StreamId,
-    Timestamp,
+    CheckpointStore, DomainEvent, EventSet, EventStore, EventStoreExt, ExpectedVersion,
+    InMemoryStore, Limits, NewEvent, StreamId, Timestamp,
 };
 use annals_projections::saga::{Input, ManualClock, Reaction, Saga, SagaState};
 use annals_projections::{Envelope, HandlerError, Projections};
@@ -81,9 +82,17 @@ impl Saga for Pinger {
     }
 }
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+#[path = "common/postgres.rs"]
+mod postgres;
 
-async fn put(store: &InMemoryStore, id: &str, e: PingEvent) -> TestResult {
+use postgres::TestResult;
+
+/// What the scenarios need of a store.
+trait Store: EventStore + CheckpointStore + Clone + 'static {}
+
+impl<S: EventStore + CheckpointStore + Clone + 'static> Store for S {}
+
+async fn put(store: &impl EventStore, id: &str, e: PingEvent) -> TestResult {
     let s = StreamId::new(format!("ping-{id}"))?;
     let event = NewEvent::from_domain(&e, Default::default())?;
     store
@@ -93,11 +102,26 @@ async fn put(store: &InMemoryStore, id: &str, e: PingEvent) -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postponed_deadline_does_not_fire_at_its_old_time_after_restart() -> TestResult {
+    postponed_deadline_does_not_fire_at_its_old_time_after_restart_on(InMemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postponed_deadline_does_not_fire_at_its_old_time_after_restart_on_postgres() -> TestResult
+{
+    postgres::with_store(
+        "postponed_deadline_does_not_fire_at_its_old_time_after_restart_on_postgres",
+        postponed_deadline_does_not_fire_at_its_old_time_after_restart_on,
+    )
+    .await
+}
+
 /// The index replays the log from the start after a restart: the first
 /// setting of a deadline, long due, must not fire it when a later setting
 /// moved it.
-async fn postponed_deadline_does_not_fire_at_its_old_time_after_restart() -> TestResult {
-    let store = InMemoryStore::new();
+async fn postponed_deadline_does_not_fire_at_its_old_time_after_restart_on<S: Store>(
+    store: S,
+) -> TestResult {
     let clock = ManualClock::starting_at(Timestamp::from_unix_micros(1_000_000_000_000));
     let fired = Arc::new(AtomicU32::new(0));
     let running = Projections::new(store.clone())
@@ -153,11 +177,34 @@ async fn postponed_deadline_does_not_fire_at_its_old_time_after_restart() -> Tes
     Ok(())
 }
 
+/// Ten events per append: fewer than the twenty reactions.
+fn append_limit() -> Limits {
+    Limits::default().max_events_per_append(10)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-/// Twenty reactions that each fit one append do not fit one together.
 async fn grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time() -> TestResult {
-    let store =
-        InMemoryStore::with_limits(annals_core::Limits::default().max_events_per_append(10));
+    grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time_on(
+        InMemoryStore::with_limits(append_limit()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time_on_postgres(
+) -> TestResult {
+    postgres::with_options(
+        "grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time_on_postgres",
+        |options| options.limits(append_limit()),
+        grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time_on,
+    )
+    .await
+}
+
+/// Twenty reactions that each fit one append do not fit one together.
+async fn grouped_reactions_over_the_append_limit_fall_back_to_one_at_a_time_on<S: Store>(
+    store: S,
+) -> TestResult {
     for i in 0..20 {
         put(&store, &format!("n{i}"), PingEvent::Noise).await?;
     }
