@@ -1,6 +1,8 @@
 //! A saga's tracking position only moves forward: a runner that lags
 //! behind another never takes it back (and so never acts twice), and a
-//! stopped saga stores the checkpoint its status reports.
+//! stopped saga stores the checkpoint its status reports. Each scenario
+//! runs on the in-memory store and, when `ANNALS_PG_URL` names a server,
+//! on PostgreSQL.
 
 mod transfers;
 
@@ -15,18 +17,26 @@ use annals_projections::Projections;
 use tokio::sync::{Notify, Semaphore};
 use transfers::{Request, Step, Transfers};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use postgres::TestResult;
+
+/// What the scenarios need of a store.
+trait Store: EventStore + CheckpointStore + Clone + 'static {}
+
+impl<S: EventStore + CheckpointStore + Clone + 'static> Store for S {}
 
 /// A store whose appends wait at a gate until it opens.
 #[derive(Clone)]
-struct GatedStore {
-    inner: InMemoryStore,
+struct GatedStore<S> {
+    inner: S,
     gate: Arc<Semaphore>,
     waiting: Arc<Notify>,
 }
 
 #[async_trait::async_trait]
-impl EventStore for GatedStore {
+impl<S: EventStore> EventStore for GatedStore<S> {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
         self.waiting.notify_one();
         let _pass = self.gate.acquire().await.expect("gate open");
@@ -51,7 +61,7 @@ impl EventStore for GatedStore {
 }
 
 #[async_trait::async_trait]
-impl CheckpointStore for GatedStore {
+impl<S: CheckpointStore> CheckpointStore for GatedStore<S> {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, BackendError> {
         self.inner.load_checkpoint(name).await
     }
@@ -80,12 +90,26 @@ fn request(id: &str, from: &str, to: &str, cents: u64) -> Step {
     })
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_runner_never_moves_the_tracking_position_back() -> TestResult {
+    a_lagging_runner_never_moves_the_tracking_position_back_on(InMemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_runner_never_moves_the_tracking_position_back_on_postgres() -> TestResult {
+    postgres::with_store(
+        "a_lagging_runner_never_moves_the_tracking_position_back_on_postgres",
+        a_lagging_runner_never_moves_the_tracking_position_back_on,
+    )
+    .await
+}
+
 /// A runner behind another saves its batch's checkpoint over the other's
 /// tracked position, moving it back; the tracked append of a reaction the
 /// other already committed is then accepted, and it acts twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_runner_never_moves_the_tracking_position_back() -> TestResult {
-    let store = InMemoryStore::new();
+async fn a_lagging_runner_never_moves_the_tracking_position_back_on<S: Store>(
+    store: S,
+) -> TestResult {
     let accounts = [
         ("a0".to_owned(), 10_000, false),
         ("a1".to_owned(), 0, false),
@@ -144,13 +168,27 @@ async fn a_lagging_runner_never_moves_the_tracking_position_back() -> TestResult
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_saga_stores_the_checkpoint_its_status_reports() -> TestResult {
+    a_settled_saga_stores_the_checkpoint_its_status_reports_on(InMemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_saga_stores_the_checkpoint_its_status_reports_on_postgres() -> TestResult {
+    postgres::with_store(
+        "a_settled_saga_stores_the_checkpoint_its_status_reports_on_postgres",
+        a_settled_saga_stores_the_checkpoint_its_status_reports_on,
+    )
+    .await
+}
+
 /// A batch that ends with events whose reaction decided nothing (a
 /// credit, read by the saga and ignored) is not saved: the stored
 /// tracking position stays behind what the status reports, after a stop
 /// too, and a restart runs those reactions again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_settled_saga_stores_the_checkpoint_its_status_reports() -> TestResult {
-    let store = InMemoryStore::new();
+async fn a_settled_saga_stores_the_checkpoint_its_status_reports_on<S: Store>(
+    store: S,
+) -> TestResult {
     let accounts = [("a0".to_owned(), 1_000, false), ("a1".to_owned(), 0, false)];
     transfers::open_accounts(&store, &accounts).await?;
     transfers::append_step(&store, &request("t1", "a0", "a1", 100)).await?;
