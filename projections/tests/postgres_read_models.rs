@@ -23,9 +23,10 @@ use annals_core::testkit::bank::AccountEvent;
 use annals_core::{BackendErrorKind, InMemoryStore, Position};
 use annals_projections::{
     async_trait, Envelope, FailurePolicy, HandlerError, PostgresProjection, ProjectionFailure,
-    ProjectionState, Projections, RunError, StartError, WaitError,
+    ProjectionState, Projections, RunError, Running, StartError, WaitError,
 };
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Row, Transaction};
 
 use fixtures::{busy_bank, change, folded_balances, record, Switches, TestResult, CURSED, UNLUCKY};
 
@@ -225,87 +226,216 @@ impl PostgresProjection for Tally {
     }
 }
 
-/// The balances in the model.
-async fn model_balances(db: &Client, schema: &Schema) -> BTreeMap<String, i64> {
-    let rows = db
-        .query(
-            &format!("SELECT account, cents FROM \"{}\".balances", schema.name),
-            &[],
+impl Setup {
+    /// Starts a runner of `projection` over the test's log and schema.
+    fn start<P: PostgresProjection>(&self, projection: P) -> Result<Running, StartError> {
+        self.start_with(|runner| runner, projection)
+    }
+
+    /// [`Setup::start`], with the runner's options set by `options` first.
+    fn start_with<P: PostgresProjection>(
+        &self,
+        options: impl FnOnce(Projections<InMemoryStore>) -> Projections<InMemoryStore>,
+        projection: P,
+    ) -> Result<Running, StartError> {
+        options(Projections::new(self.store.clone()))
+            .postgres(&self.url, &self.schema.name, projection)
+            .start()
+    }
+
+    /// Runs `projection` until it fails, stops it, and returns why.
+    async fn failure_running<P: PostgresProjection>(
+        &self,
+        options: impl FnOnce(Projections<InMemoryStore>) -> Projections<InMemoryStore>,
+        projection: P,
+    ) -> Result<ProjectionFailure, StartError> {
+        let running = self.start_with(options, projection)?;
+        let failure = failure_of(&running).await;
+        running.stop().await;
+        Ok(failure)
+    }
+
+    /// Builds version 1 of the balances up to the head of the log.
+    async fn build_v1(&self) -> TestResult {
+        let running = self.start(Balances::<1>::new())?;
+        running.wait_idle().await?;
+        running.stop().await;
+        Ok(())
+    }
+
+    /// `table` in the test's schema, quoted for SQL.
+    fn table(&self, table: &str) -> String {
+        format!("\"{}\".{table}", self.schema.name)
+    }
+
+    /// The one row `sql` reads.
+    async fn read_one(&self, sql: &str) -> Row {
+        self.db
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The balances in the model.
+    async fn balances(&self) -> BTreeMap<String, i64> {
+        let sql = format!("SELECT account, cents FROM {}", self.table("balances"));
+        let rows = self.db.query(&sql, &[]).await.expect("balances");
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
+    /// The positions in the model's `seen` table, in order.
+    async fn seen(&self) -> Vec<u64> {
+        let sql = format!(
+            "SELECT position FROM {} ORDER BY position",
+            self.table("seen")
+        );
+        let rows = self.db.query(&sql, &[]).await.expect("seen");
+        rows.iter()
+            .map(|r| u64::try_from(r.get::<_, i64>(0)).expect("positive"))
+            .collect()
+    }
+
+    /// The model's checkpoint row: its position and version.
+    async fn checkpoint(&self) -> (u64, i64) {
+        let row = self
+            .read_one(&format!(
+                "SELECT position, version FROM {} WHERE name = 'balances'",
+                self.table("annals_projections")
+            ))
+            .await;
+        (
+            u64::try_from(row.get::<_, i64>(0)).expect("positive"),
+            row.get(1),
         )
-        .await
-        .expect("balances");
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
+    /// The versions that built the model's rows, lowest and highest.
+    async fn built_by(&self) -> (i64, i64) {
+        let row = self
+            .read_one(&format!(
+                "SELECT MIN(built_by), MAX(built_by) FROM {}",
+                self.table("balances")
+            ))
+            .await;
+        (row.get(0), row.get(1))
+    }
+
+    /// The shadow schemas that rebuilds of the test's models left.
+    async fn shadows(&self) -> Result<Vec<String>, tokio_postgres::Error> {
+        self.schema.shadows(&self.db).await
+    }
+
+    /// Asserts that the model holds every event up to `head` once, and the
+    /// balances a clean fold of the log gives.
+    async fn assert_whole(&self, head: Position) {
+        assert_eq!(self.seen().await, up_to(head));
+        assert_eq!(self.balances().await, folded_balances(&self.store).await);
+    }
+
+    /// Asserts that version 1 of the model is whole up to `head`, and its
+    /// checkpoint there.
+    async fn assert_caught_up(&self, head: Position) {
+        self.assert_whole(head).await;
+        assert_eq!(self.checkpoint().await, (head.0, 1));
+    }
+
+    /// Asserts that version 1 of the model holds every event before
+    /// `failed`, with the checkpoint just before it, and nothing after.
+    async fn assert_stopped_before(&self, failed: Position) {
+        assert_eq!(self.seen().await, (1..failed.0).collect::<Vec<_>>());
+        assert_eq!(self.checkpoint().await, (failed.0 - 1, 1));
+    }
+
+    /// Fills the log with `accounts` accounts and `deposits.0` deposits,
+    /// one deposit of `amount` into `account`, then the accounts again and
+    /// `deposits.1` deposits. Returns that deposit's position and the head.
+    async fn busy_bank_around(
+        &self,
+        accounts: usize,
+        deposits: (usize, usize),
+        account: &str,
+        amount: u64,
+    ) -> (Position, Position) {
+        busy_bank(&self.store, accounts, deposits.0).await;
+        let deposit = record(&self.store, account, AccountEvent::Deposited { amount }).await;
+        let head = busy_bank(&self.store, accounts, deposits.1).await;
+        (deposit, head)
+    }
+
+    /// A reader on a connection of its own that reads the model until
+    /// `done`, asserting that every read sees `accounts` rows of one version
+    /// summing to `total`, and counting its reads in `reads`.
+    async fn spawn_reader(
+        &self,
+        accounts: i64,
+        total: i64,
+        done: Arc<AtomicBool>,
+        reads: Arc<AtomicU64>,
+    ) -> Result<JoinHandle<Result<(), tokio_postgres::Error>>, tokio_postgres::Error> {
+        let reader_db = connect(&self.url).await?;
+        let query = format!(
+            "SELECT COUNT(*), SUM(cents)::BIGINT, MIN(built_by), MAX(built_by) FROM {}",
+            self.table("balances")
+        );
+        let totals = format!("SELECT accounts, cents FROM {}", self.table("totals"));
+        Ok(tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                let row = reader_db.query_one(&query, &[]).await?;
+                let (rows, sum, low, high): (i64, i64, i64, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                assert_eq!(
+                    (rows, sum),
+                    (accounts, total),
+                    "a reader saw a partial model"
+                );
+                assert_eq!(low, high, "a reader saw rows of two versions");
+                let row = reader_db.query_one(&totals, &[]).await?;
+                assert_eq!(
+                    (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+                    (accounts, total)
+                );
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }))
+    }
 }
 
-/// The positions in the model's `seen` table, in order.
-async fn model_seen(db: &Client, schema: &Schema) -> Vec<u64> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT position FROM \"{}\".seen ORDER BY position",
-                schema.name
-            ),
-            &[],
-        )
-        .await
-        .expect("seen");
-    rows.iter()
-        .map(|r| u64::try_from(r.get::<_, i64>(0)).expect("positive"))
-        .collect()
+/// How long a test waits for a runner that may fail instead.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The positions from the first up to `head`.
+fn up_to(head: Position) -> Vec<u64> {
+    (1..=head.0).collect()
 }
 
-/// Asserts that the model holds every event up to `head` once, and the
-/// balances a clean fold of the log gives.
-async fn assert_whole(db: &Client, schema: &Schema, store: &InMemoryStore, head: Position) {
-    let all: Vec<u64> = (1..=head.0).collect();
-    assert_eq!(model_seen(db, schema).await, all);
-    assert_eq!(
-        model_balances(db, schema).await,
-        folded_balances(store).await
-    );
-}
-
-/// The model's checkpoint row: its position and version.
-async fn stored_checkpoint(db: &Client, schema: &Schema) -> (u64, i64) {
-    let row = db
-        .query_one(
-            &format!(
-                "SELECT position, version FROM \"{}\".annals_projections WHERE name = 'balances'",
-                schema.name
-            ),
-            &[],
-        )
-        .await
-        .expect("checkpoint");
-    (
-        u64::try_from(row.get::<_, i64>(0)).expect("positive"),
-        row.get(1),
-    )
-}
-
-/// The versions that built the model's rows, lowest and highest.
-async fn built_by(db: &Client, schema: &Schema) -> (i64, i64) {
-    let row = db
-        .query_one(
-            &format!(
-                "SELECT MIN(built_by), MAX(built_by) FROM \"{}\".balances",
-                schema.name
-            ),
-            &[],
-        )
-        .await
-        .expect("built_by");
-    (row.get(0), row.get(1))
+/// Starts a runner of version 1 of the balances at `url` and `schema`.
+fn start_balances(store: &InMemoryStore, url: &str, schema: &str) -> Result<Running, StartError> {
+    Projections::new(store.clone())
+        .postgres(url, schema, Balances::<1>::new())
+        .start()
 }
 
 /// Waits for the projection to fail, and returns why.
-async fn failure_of(running: &annals_projections::Running) -> ProjectionFailure {
+async fn failure_of(running: &Running) -> ProjectionFailure {
     loop {
         if let ProjectionState::Failed(failure) = running.status()[0].state.clone() {
             return failure;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Waits for the balances to reach `position`, which they must fail to
+/// do, and returns why.
+async fn failure_waiting_for(running: &Running, position: Position) -> ProjectionFailure {
+    let waited = running
+        .wait_for_within("balances", position, PATIENCE)
+        .await;
+    let Err(WaitError::Failed(failure)) = waited else {
+        panic!("expected a failure, got {waited:?}");
+    };
+    failure
 }
 
 /// The kind of the backend error a projection failed with.
@@ -319,253 +449,142 @@ fn backend_kind(failure: &ProjectionFailure) -> Option<BackendErrorKind> {
     }
 }
 
-async fn build_v1(store: &InMemoryStore, url: &str, schema: &Schema) -> TestResult {
-    let running = Projections::new(store.clone())
-        .postgres(url, &schema.name, Balances::<1>::new())
-        .start()?;
-    running.wait_idle().await?;
-    running.stop().await;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_then_live_keeps_model_and_checkpoint_together() -> TestResult {
-    let Some(given) = setup("catch_up_then_live_keeps_model_and_checkpoint_together").await? else {
+    let Some(pg) = setup("catch_up_then_live_keeps_model_and_checkpoint_together").await? else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    let head = busy_bank(&store, 6, 250).await;
+    let head = busy_bank(&pg.store, 6, 250).await;
 
-    let running = Projections::new(store.clone())
-        .batch_size(40)
-        .postgres(&url, &schema.name, Balances::<1>::new())
-        .start()?;
+    let running = pg.start_with(|r| r.batch_size(40), Balances::<1>::new())?;
     running.wait_for("balances", head).await?;
-    assert_eq!(
-        model_balances(&db, &schema).await,
-        folded_balances(&store).await
-    );
-    assert_eq!(stored_checkpoint(&db, &schema).await, (head.0, 1));
+    assert_eq!(pg.balances().await, folded_balances(&pg.store).await);
+    assert_eq!(pg.checkpoint().await, (head.0, 1));
 
     // Live: new commits reach the model, with the checkpoint.
-    let later = record(&store, "2", AccountEvent::Deposited { amount: 5 }).await;
+    let later = record(&pg.store, "2", AccountEvent::Deposited { amount: 5 }).await;
     running.wait_for("balances", later).await?;
-    assert_whole(&db, &schema, &store, later).await;
-    assert_eq!(stored_checkpoint(&db, &schema).await, (later.0, 1));
+    pg.assert_caught_up(later).await;
     running.stop().await;
 
     // A restart goes on from the checkpoint: nothing is applied twice
     // (the `seen` key would fail the batch).
-    let last = busy_bank(&store, 2, 10).await;
-    let running = Projections::new(store.clone())
-        .postgres(&url, &schema.name, Balances::<1>::new())
-        .start()?;
+    let last = busy_bank(&pg.store, 2, 10).await;
+    let running = pg.start(Balances::<1>::new())?;
     running.wait_for("balances", last).await?;
-    assert_eq!(
-        model_seen(&db, &schema).await,
-        (1..=last.0).collect::<Vec<_>>()
-    );
+    assert_eq!(pg.seen().await, up_to(last));
     running.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_handler_leaves_model_and_checkpoint_as_they_were() -> TestResult {
-    let Some(given) = setup("failing_handler_leaves_model_and_checkpoint_as_they_were").await?
-    else {
+    let Some(pg) = setup("failing_handler_leaves_model_and_checkpoint_as_they_were").await? else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 3, 60).await;
-    let unlucky = record(&store, "1", AccountEvent::Deposited { amount: UNLUCKY }).await;
-    let head = busy_bank(&store, 3, 40).await;
+    let (unlucky, head) = pg.busy_bank_around(3, (60, 40), "1", UNLUCKY).await;
 
     // One batch holds the whole log: the failure is in its middle.
     let switches = Switches::failing();
-    let running = Projections::new(store.clone())
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<1>::with(switches.clone(), FailurePolicy::Stop),
-        )
-        .start()?;
-    let failure = failure_of(&running).await;
+    let failing = Balances::<1>::with(switches.clone(), FailurePolicy::Stop);
+    let failure = pg.failure_running(|r| r, failing).await?;
     assert_eq!(failure.position(), Some(unlucky));
-    running.stop().await;
     // The events before it are in, with the checkpoint; nothing after.
-    let before: Vec<u64> = (1..unlucky.0).collect();
-    assert_eq!(model_seen(&db, &schema).await, before);
-    assert_eq!(stored_checkpoint(&db, &schema).await, (unlucky.0 - 1, 1));
+    pg.assert_stopped_before(unlucky).await;
 
     // Fixed and started again: each event exactly once.
     switches.fail.store(false, Ordering::SeqCst);
-    let running = Projections::new(store.clone())
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<1>::with(switches, FailurePolicy::Stop),
-        )
-        .start()?;
+    let running = pg.start(Balances::<1>::with(switches, FailurePolicy::Stop))?;
     running.wait_for("balances", head).await?;
-    assert_whole(&db, &schema, &store, head).await;
-    assert_eq!(stored_checkpoint(&db, &schema).await, (head.0, 1));
+    pg.assert_caught_up(head).await;
     running.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handler_fails_at_its_event_and_keeps_nothing_partial() -> TestResult {
-    let Some(given) =
-        setup("panicking_handler_fails_at_its_event_and_keeps_nothing_partial").await?
+    let Some(pg) = setup("panicking_handler_fails_at_its_event_and_keeps_nothing_partial").await?
     else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 2, 30).await;
-    let cursed = record(&store, "0", AccountEvent::Deposited { amount: CURSED }).await;
-    busy_bank(&store, 2, 30).await;
+    let (cursed, _) = pg.busy_bank_around(2, (30, 30), "0", CURSED).await;
 
-    let running = Projections::new(store.clone())
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<1>::with(Switches::panicking(), FailurePolicy::Stop),
-        )
-        .start()?;
-    let failure = failure_of(&running).await;
+    let panicking = Balances::<1>::with(Switches::panicking(), FailurePolicy::Stop);
+    let failure = pg.failure_running(|r| r, panicking).await?;
     assert_eq!(failure.position(), Some(cursed));
     assert!(
         failure.to_string().contains("sixty-six is cursed"),
         "{failure}"
     );
-    running.stop().await;
-    assert_eq!(
-        model_seen(&db, &schema).await,
-        (1..cursed.0).collect::<Vec<_>>()
-    );
-    assert_eq!(stored_checkpoint(&db, &schema).await, (cursed.0 - 1, 1));
+    pg.assert_stopped_before(cursed).await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_event_is_recorded_with_the_checkpoint() -> TestResult {
-    let Some(given) = setup("skipped_event_is_recorded_with_the_checkpoint").await? else {
+    let Some(pg) = setup("skipped_event_is_recorded_with_the_checkpoint").await? else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 2, 20).await;
-    let unlucky = record(&store, "1", AccountEvent::Deposited { amount: UNLUCKY }).await;
-    let head = busy_bank(&store, 2, 20).await;
+    let (unlucky, head) = pg.busy_bank_around(2, (20, 20), "1", UNLUCKY).await;
 
-    let running = Projections::new(store.clone())
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<1>::with(Switches::failing(), FailurePolicy::SkipAndRecord),
-        )
-        .start()?;
+    let skipping = Balances::<1>::with(Switches::failing(), FailurePolicy::SkipAndRecord);
+    let running = pg.start(skipping)?;
     running.wait_for("balances", head).await?;
     let skipped = running.skipped_events("balances").await?;
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].position, unlucky);
     assert_eq!(skipped[0].error, "thirteen is unlucky");
     let handled: Vec<u64> = (1..=head.0).filter(|p| *p != unlucky.0).collect();
-    assert_eq!(model_seen(&db, &schema).await, handled);
-    assert_eq!(stored_checkpoint(&db, &schema).await, (head.0, 1));
+    assert_eq!(pg.seen().await, handled);
+    assert_eq!(pg.checkpoint().await, (head.0, 1));
     running.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_change_rebuilds_in_a_shadow_and_readers_see_only_whole_models() -> TestResult {
-    let Some(given) =
+    let Some(pg) =
         setup("version_change_rebuilds_in_a_shadow_and_readers_see_only_whole_models").await?
     else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    let head = busy_bank(&store, 20, 1_500).await;
-    build_v1(&store, &url, &schema).await?;
-    let expected = model_balances(&db, &schema).await;
+    let head = busy_bank(&pg.store, 20, 1_500).await;
+    pg.build_v1().await?;
+    let expected = pg.balances().await;
     let total: i64 = expected.values().sum();
 
     // A reader on a connection of its own, reading through the swap.
     let done = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let reader_db = connect(&url).await?;
-        let (name, done, reads) = (schema.name.clone(), done.clone(), reads.clone());
-        tokio::spawn(async move {
-            let query = format!(
-                "SELECT COUNT(*), SUM(cents)::BIGINT, MIN(built_by), MAX(built_by) FROM \"{name}\".balances"
-            );
-            let totals = format!("SELECT accounts, cents FROM \"{name}\".totals");
-            while !done.load(Ordering::SeqCst) {
-                let row = reader_db.query_one(&query, &[]).await?;
-                let (rows, sum, low, high): (i64, i64, i64, i64) =
-                    (row.get(0), row.get(1), row.get(2), row.get(3));
-                assert_eq!((rows, sum), (20, total), "a reader saw a partial model");
-                assert_eq!(low, high, "a reader saw rows of two versions");
-                let row = reader_db.query_one(&totals, &[]).await?;
-                assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (20, total));
-                reads.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, tokio_postgres::Error>(())
-        })
-    };
+    let reader = pg
+        .spawn_reader(20, total, done.clone(), reads.clone())
+        .await?;
     // The reads counted at the rebuild's first and latest batch.
     let during = Arc::new(Mutex::new((None, 0)));
     let (seen, counted) = (during.clone(), reads.clone());
-    let running = Projections::new(store.clone())
-        .batch_size(25)
-        .on_rebuild_progress(move |_| {
-            let now = counted.load(Ordering::SeqCst);
-            let mut seen = seen.lock().expect("lock");
-            seen.0.get_or_insert(now);
-            seen.1 = now;
-        })
-        .postgres(&url, &schema.name, Balances::<2>::new())
-        .start()?;
+    let running = pg.start_with(
+        |r| {
+            r.batch_size(25).on_rebuild_progress(move |_| {
+                let now = counted.load(Ordering::SeqCst);
+                let mut seen = seen.lock().expect("lock");
+                seen.0.get_or_insert(now);
+                seen.1 = now;
+            })
+        },
+        Balances::<2>::new(),
+    )?;
     running.wait_idle().await?;
     done.store(true, Ordering::SeqCst);
     reader.await??;
     let (first, latest) = *during.lock().expect("lock");
     let first = first.ok_or("no rebuild progress was reported")?;
     assert!(latest > first, "the reader did not read during the rebuild");
-    assert_eq!(built_by(&db, &schema).await, (2, 2));
-    assert_eq!(model_balances(&db, &schema).await, expected);
-    assert_eq!(
-        model_seen(&db, &schema).await,
-        (1..=head.0).collect::<Vec<_>>()
-    );
-    assert_eq!(stored_checkpoint(&db, &schema).await, (head.0, 2));
+    assert_eq!(pg.built_by().await, (2, 2));
+    assert_eq!(pg.balances().await, expected);
+    assert_eq!(pg.seen().await, up_to(head));
+    assert_eq!(pg.checkpoint().await, (head.0, 2));
     assert!(
-        schema.shadows(&db).await?.is_empty(),
+        pg.shadows().await?.is_empty(),
         "the shadow schema is dropped by the swap"
     );
     running.stop().await;
@@ -574,58 +593,36 @@ async fn version_change_rebuilds_in_a_shadow_and_readers_see_only_whole_models()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_rebuild_leaves_the_old_model_serving_and_goes_on_later() -> TestResult {
-    let Some(given) =
+    let Some(pg) =
         setup("interrupted_rebuild_leaves_the_old_model_serving_and_goes_on_later").await?
     else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 5, 300).await;
-    let unlucky = record(&store, "1", AccountEvent::Deposited { amount: UNLUCKY }).await;
-    let head = busy_bank(&store, 5, 100).await;
-    build_v1(&store, &url, &schema).await?;
-    let old = model_balances(&db, &schema).await;
+    let (unlucky, head) = pg.busy_bank_around(5, (300, 100), "1", UNLUCKY).await;
+    pg.build_v1().await?;
+    let old = pg.balances().await;
 
     // The new version fails half-way through its rebuild.
     let switches = Switches::failing();
-    let running = Projections::new(store.clone())
-        .batch_size(50)
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<2>::with(switches.clone(), FailurePolicy::Stop),
-        )
-        .start()?;
-    let failure = failure_of(&running).await;
+    let failing = Balances::<2>::with(switches.clone(), FailurePolicy::Stop);
+    let failure = pg.failure_running(|r| r.batch_size(50), failing).await?;
     assert_eq!(failure.position(), Some(unlucky));
-    running.stop().await;
-    assert_eq!(
-        built_by(&db, &schema).await,
-        (1, 1),
-        "the old model still serves"
-    );
-    assert_eq!(model_balances(&db, &schema).await, old);
-    assert_eq!(stored_checkpoint(&db, &schema).await, (head.0, 1));
-    assert_eq!(schema.shadows(&db).await?.len(), 1, "the shadow is kept");
+    assert_eq!(pg.built_by().await, (1, 1), "the old model still serves");
+    assert_eq!(pg.balances().await, old);
+    assert_eq!(pg.checkpoint().await, (head.0, 1));
+    assert_eq!(pg.shadows().await?.len(), 1, "the shadow is kept");
 
     // Fixed, the rebuild goes on from the shadow's checkpoint.
     switches.fail.store(false, Ordering::SeqCst);
     let totals = Arc::new(Mutex::new(Vec::new()));
     let reported = totals.clone();
-    let running = Projections::new(store.clone())
-        .batch_size(50)
-        .on_rebuild_progress(move |p| reported.lock().expect("lock").push(p.total))
-        .postgres(
-            &url,
-            &schema.name,
-            Balances::<2>::with(switches, FailurePolicy::Stop),
-        )
-        .start()?;
+    let running = pg.start_with(
+        |r| {
+            r.batch_size(50)
+                .on_rebuild_progress(move |p| reported.lock().expect("lock").push(p.total))
+        },
+        Balances::<2>::with(switches, FailurePolicy::Stop),
+    )?;
     running.wait_idle().await?;
     let first_total = totals.lock().expect("lock").first().copied();
     assert_eq!(
@@ -633,74 +630,46 @@ async fn interrupted_rebuild_leaves_the_old_model_serving_and_goes_on_later() ->
         Some(head.0 - (unlucky.0 - 1)),
         "it did not go on where it stopped"
     );
-    assert_eq!(built_by(&db, &schema).await, (2, 2));
-    assert_whole(&db, &schema, &store, head).await;
-    assert!(schema.shadows(&db).await?.is_empty());
+    assert_eq!(pg.built_by().await, (2, 2));
+    pg.assert_whole(head).await;
+    assert!(pg.shadows().await?.is_empty());
     running.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_on_request_swaps_in_a_model_equal_to_the_fold() -> TestResult {
-    let Some(given) = setup("rebuild_on_request_swaps_in_a_model_equal_to_the_fold").await? else {
+    let Some(pg) = setup("rebuild_on_request_swaps_in_a_model_equal_to_the_fold").await? else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 4, 120).await;
-    let running = Projections::new(store.clone())
-        .batch_size(16)
-        .postgres(&url, &schema.name, Balances::<1>::new())
-        .start()?;
+    busy_bank(&pg.store, 4, 120).await;
+    let running = pg.start_with(|r| r.batch_size(16), Balances::<1>::new())?;
     running.wait_idle().await?;
     running.rebuild("balances").await?;
-    assert_eq!(
-        model_balances(&db, &schema).await,
-        folded_balances(&store).await
-    );
-    assert_eq!(
-        model_seen(&db, &schema).await,
-        (1..=124).collect::<Vec<_>>()
-    );
+    assert_eq!(pg.balances().await, folded_balances(&pg.store).await);
+    assert_eq!(pg.seen().await, (1..=124).collect::<Vec<_>>());
     // Still live after the swap.
-    let position = record(&store, "2", AccountEvent::Deposited { amount: 3 }).await;
+    let position = record(&pg.store, "2", AccountEvent::Deposited { amount: 3 }).await;
     running.wait_for("balances", position).await?;
-    assert_eq!(model_seen(&db, &schema).await.len() as u64, position.0);
-    assert_eq!(stored_checkpoint(&db, &schema).await, (position.0, 1));
+    assert_eq!(pg.seen().await.len() as u64, position.0);
+    assert_eq!(pg.checkpoint().await, (position.0, 1));
     running.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_of_one_projection_never_apply_an_event_twice() -> TestResult {
-    let Some(given) = setup("two_runners_of_one_projection_never_apply_an_event_twice").await?
-    else {
+    let Some(pg) = setup("two_runners_of_one_projection_never_apply_an_event_twice").await? else {
         return Ok(());
     };
-    let Setup {
-        url,
-        schema,
-        db,
-        store,
-    } = given;
-    busy_bank(&store, 3, 200).await;
+    busy_bank(&pg.store, 3, 200).await;
     // Two instances of an application, each running the projection.
-    let first = Projections::new(store.clone())
-        .batch_size(5)
-        .postgres(&url, &schema.name, Tally)
-        .start()?;
-    let second = Projections::new(store.clone())
-        .batch_size(5)
-        .postgres(&url, &schema.name, Tally)
-        .start()?;
-    let head = busy_bank(&store, 3, 100).await;
+    let first = pg.start_with(|r| r.batch_size(5), Tally)?;
+    let second = pg.start_with(|r| r.batch_size(5), Tally)?;
+    let head = busy_bank(&pg.store, 3, 100).await;
     let (a, b) = tokio::join!(
-        first.wait_for_within("tally", head, Duration::from_secs(20)),
-        second.wait_for_within("tally", head, Duration::from_secs(20)),
+        first.wait_for_within("tally", head, PATIENCE),
+        second.wait_for_within("tally", head, PATIENCE),
     );
     // At most one gives up, refused with a typed error; the other gets
     // to the head.
@@ -716,15 +685,12 @@ async fn two_runners_of_one_projection_never_apply_an_event_twice() -> TestResul
             "{failure}"
         );
     }
-    let row = db
-        .query_one(
-            &format!(
-                "SELECT COUNT(*), COUNT(DISTINCT position) FROM \"{}\".tally",
-                schema.name
-            ),
-            &[],
-        )
-        .await?;
+    let row = pg
+        .read_one(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT position) FROM {}",
+            pg.table("tally")
+        ))
+        .await;
     let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(rows, distinct, "an event was applied twice");
     assert_eq!(u64::try_from(rows)?, head.0);
@@ -735,38 +701,28 @@ async fn two_runners_of_one_projection_never_apply_an_event_twice() -> TestResul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_fails_with_timeout() -> TestResult {
-    let Some(given) = setup("statement_timeout_fails_with_timeout").await? else {
+    let Some(pg) = setup("statement_timeout_fails_with_timeout").await? else {
         return Ok(());
     };
-    let Setup {
-        url, schema, store, ..
-    } = given;
-    busy_bank(&store, 1, 3).await;
-    build_v1(&store, &url, &schema).await?;
+    busy_bank(&pg.store, 1, 3).await;
+    pg.build_v1().await?;
 
     // Another session holds the checkpoint row; the runner's statements
     // give up after 100 ms.
-    let mut holder = connect(&url).await?;
+    let mut holder = connect(&pg.url).await?;
     let held = holder.transaction().await?;
     held.execute(
         &format!(
-            "SELECT 1 FROM \"{}\".annals_projections WHERE name = 'balances' FOR UPDATE",
-            schema.name
+            "SELECT 1 FROM {} WHERE name = 'balances' FOR UPDATE",
+            pg.table("annals_projections")
         ),
         &[],
     )
     .await?;
-    let impatient = format!("{url}?options=-c%20statement_timeout%3D100");
-    let position = record(&store, "0", AccountEvent::Deposited { amount: 1 }).await;
-    let running = Projections::new(store.clone())
-        .postgres(&impatient, &schema.name, Balances::<1>::new())
-        .start()?;
-    let waited = running
-        .wait_for_within("balances", position, Duration::from_secs(20))
-        .await;
-    let Err(WaitError::Failed(failure)) = waited else {
-        panic!("expected a failure, got {waited:?}");
-    };
+    let impatient = format!("{}?options=-c%20statement_timeout%3D100", pg.url);
+    let position = record(&pg.store, "0", AccountEvent::Deposited { amount: 1 }).await;
+    let running = start_balances(&pg.store, &impatient, &pg.schema.name)?;
+    let failure = failure_waiting_for(&running, position).await;
     assert_eq!(
         backend_kind(&failure),
         Some(BackendErrorKind::Timeout),
@@ -782,19 +738,9 @@ async fn unreachable_server_fails_with_unavailable() -> TestResult {
     let store = InMemoryStore::new();
     let position = busy_bank(&store, 1, 1).await;
     // Nothing listens on port 1: refused at once.
-    let running = Projections::new(store.clone())
-        .postgres(
-            "postgres://postgres@127.0.0.1:1/test?connect_timeout=5",
-            "read_models",
-            Balances::<1>::new(),
-        )
-        .start()?;
-    let waited = running
-        .wait_for_within("balances", position, Duration::from_secs(20))
-        .await;
-    let Err(WaitError::Failed(failure)) = waited else {
-        panic!("expected a failure, got {waited:?}");
-    };
+    let unreachable = "postgres://postgres@127.0.0.1:1/test?connect_timeout=5";
+    let running = start_balances(&store, unreachable, "read_models")?;
+    let failure = failure_waiting_for(&running, position).await;
     assert_eq!(
         backend_kind(&failure),
         Some(BackendErrorKind::Unavailable),
@@ -815,13 +761,11 @@ async fn invalid_schema_name_fails_with_invalid_schema() {
         "pg_models",
         &"m".repeat(64),
     ] {
-        let started = Projections::new(InMemoryStore::new())
-            .postgres(
-                "postgres://postgres@127.0.0.1/test",
-                bad,
-                Balances::<1>::new(),
-            )
-            .start();
+        let started = start_balances(
+            &InMemoryStore::new(),
+            "postgres://postgres@127.0.0.1/test",
+            bad,
+        );
         match started {
             Err(StartError::InvalidSchema {
                 projection, schema, ..
@@ -837,13 +781,11 @@ async fn invalid_schema_name_fails_with_invalid_schema() {
 
 #[tokio::test]
 async fn invalid_connection_string_fails_with_invalid_connection_string() {
-    let started = Projections::new(InMemoryStore::new())
-        .postgres(
-            "postgres://postgres@127.0.0.1:notaport/test",
-            "read_models",
-            Balances::<1>::new(),
-        )
-        .start();
+    let started = start_balances(
+        &InMemoryStore::new(),
+        "postgres://postgres@127.0.0.1:notaport/test",
+        "read_models",
+    );
     match started {
         Err(StartError::InvalidConnectionString { projection, .. }) => {
             assert_eq!(projection, "balances");
