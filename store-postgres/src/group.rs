@@ -169,11 +169,7 @@ impl<'r> Arrays<'r> {
             &max_version,
             &channel,
         ];
-        match client.query(statement, &params).await {
-            Ok(rows) => Ok((rows.len() == self.a_streams.len()).then_some(rows)),
-            Err(e) if is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.attempt(client, statement, &params).await
     }
 
     /// Runs the leanest statement when the group is one append to one
@@ -204,8 +200,21 @@ impl<'r> Arrays<'r> {
             &max_version,
             &channel,
         ];
-        match client.query(statement, &params).await {
-            Ok(rows) => Ok((rows.len() == 1).then_some(rows)),
+        self.attempt(client, statement, &params).await
+    }
+
+    /// Runs a one-statement path: its rows when it answered every append,
+    /// `None` when it wrote nothing (no rows: what it read may be out of
+    /// date, or a refused append's id is stored; a unique-key failure: a
+    /// passing append's id is stored).
+    async fn attempt(
+        &self,
+        client: &Client,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Vec<Row>>, tokio_postgres::Error> {
+        match client.query(statement, params).await {
+            Ok(rows) => Ok((rows.len() == self.a_streams.len()).then_some(rows)),
             Err(e) if is_unique_violation(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -248,13 +257,13 @@ impl<'r> Arrays<'r> {
     }
 }
 
-/// Each append's answer from the function's row for it.
-pub(crate) fn answers<'r>(
-    requests: impl Iterator<Item = &'r AppendRequest>,
+/// Each append's answer from the row for it. The requests are taken: a
+/// stored append's events become its recorded events without a copy.
+pub(crate) fn answers(
+    requests: Vec<AppendRequest>,
     rows: &[Row],
     recorded_at: Timestamp,
 ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
-    let requests: Vec<&AppendRequest> = requests.collect();
     if rows.len() != requests.len() {
         return Err(BackendError::new(
             BackendErrorKind::Other,
@@ -269,7 +278,7 @@ pub(crate) fn answers<'r>(
 }
 
 fn answer(
-    request: &AppendRequest,
+    request: AppendRequest,
     row: &Row,
     recorded_at: Timestamp,
 ) -> Result<Result<AppendOutcome, AppendError>, BackendError> {
@@ -289,11 +298,12 @@ fn answer(
             let first: i64 = row.try_get(3).map_err(|_| bad())?;
             let bases: Vec<i64> = row.try_get(4).map_err(|_| bad())?;
             let mut position = version(first)?;
-            let mut recorded = Vec::with_capacity(request.event_count());
-            for (s, base) in request.streams().iter().zip(bases) {
+            let count = request.event_count();
+            let mut recorded = Vec::with_capacity(count);
+            for (s, base) in request.into_streams().into_iter().zip(bases) {
                 let base = version(base)?;
-                for (event, v) in s.events.iter().zip(base + 1..) {
-                    recorded.push(event.clone().into_recorded(
+                for (event, v) in s.events.into_iter().zip(base + 1..) {
+                    recorded.push(event.into_recorded(
                         s.stream.clone(),
                         v,
                         Position(position),
@@ -302,7 +312,7 @@ fn answer(
                     position += 1;
                 }
             }
-            if recorded.len() != request.event_count() {
+            if recorded.len() != count {
                 return Err(bad());
             }
             Ok(AppendOutcome::new(recorded))

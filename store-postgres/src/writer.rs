@@ -269,7 +269,7 @@ async fn run(mut queue: mpsc::Receiver<Job>, setup: WriterSetup) {
                 }
             },
         };
-        match commit(&conn, &setup, &jobs, notices.due()).await {
+        match commit(&conn, &setup, &mut jobs, notices.due()).await {
             Ok(committed) => {
                 connection = Some(conn);
                 notices.committed(committed.head, committed.notified);
@@ -324,11 +324,10 @@ struct Committed {
 async fn commit(
     conn: &Connection,
     setup: &WriterSetup,
-    jobs: &[Job],
+    jobs: &mut [Job],
     notify: bool,
 ) -> Result<Committed, BackendError> {
-    let requests = || jobs.iter().map(|job| &job.request);
-    if let Some(arrays) = Arrays::new(requests()) {
+    if let Some(arrays) = Arrays::new(jobs.iter().map(|job| &job.request)) {
         let recorded_at = Timestamp::now();
         let channel = notify.then_some(setup.channel.as_str());
         // One statement is its own transaction: lost on the way, it may or
@@ -354,7 +353,13 @@ async fn commit(
                 .map_err(failed)?;
         }
         if let Some(rows) = rows {
-            let answers = group::answers(requests(), &rows, recorded_at)?;
+            drop(arrays);
+            // Answered: the requests go into their outcomes.
+            let requests = jobs
+                .iter_mut()
+                .map(|job| std::mem::replace(&mut job.request, AppendRequest::new()))
+                .collect();
+            let answers = group::answers(requests, &rows, recorded_at)?;
             let head = answers
                 .iter()
                 .filter_map(|answer| answer.as_ref().ok()?.last_position())
