@@ -3,9 +3,12 @@
 //! numbers a request's status is stored as, and a cache of the names in
 //! one result.
 
+use crate::event::Timestamp;
 use crate::id::{EventType, StreamId};
+use crate::payload::Payload;
 use crate::read::{Direction, ReadStream};
 use crate::requests::RequestStatus;
+use crate::snapshot::{Snapshot, SnapshotError};
 
 /// The range of stream ids that start with `prefix`: `[lower, upper)`, no
 /// upper bound when every character is the last one. Compared byte for
@@ -61,6 +64,31 @@ pub fn request_status_from_code(code: i64) -> Option<RequestStatus> {
         3 => RequestStatus::Dead,
         4 => RequestStatus::Discarded,
         _ => return None,
+    })
+}
+
+/// A stored snapshot row as a snapshot of `stream`: its version, state
+/// version, state and time as the backend's integer columns hold them. A
+/// number out of range was written behind the store's back:
+/// [`SnapshotError::Corrupt`], never the state's content.
+pub fn snapshot_from_stored(
+    stream: &StreamId,
+    version: i64,
+    state_version: i64,
+    state: String,
+    taken_at: i64,
+) -> Result<Snapshot, SnapshotError> {
+    let corrupt = |reason: &str| SnapshotError::Corrupt {
+        stream: stream.clone(),
+        reason: reason.to_owned(),
+    };
+    Ok(Snapshot {
+        stream_id: stream.clone(),
+        version: u64::try_from(version).map_err(|_| corrupt("version is negative"))?,
+        state_version: u32::try_from(state_version)
+            .map_err(|_| corrupt("state version is out of range"))?,
+        state: Payload::from_stored(state),
+        taken_at: Timestamp::from_unix_micros(taken_at),
     })
 }
 

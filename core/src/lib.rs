@@ -136,7 +136,8 @@ pub mod store {
         MAX_VERSION,
     };
     pub use crate::backend::{
-        prefix_bounds, request_status_code, request_status_from_code, stream_read_start, Names,
+        prefix_bounds, request_status_code, request_status_from_code, snapshot_from_stored,
+        stream_read_start, Names,
     };
     pub use crate::event::RecordedParts;
     pub use crate::id::check_category;

@@ -29,12 +29,16 @@ fn corrupt(position: Position, reason: impl Into<String>) -> ReadError {
     }
 }
 
-fn position_of(row: &Row) -> Result<Position, ReadError> {
+/// The position in a row's first column, `None` when it is not one.
+pub(crate) fn position_in(row: &Row) -> Option<Position> {
     row.try_get::<_, i64>(0)
         .ok()
         .and_then(|p| u64::try_from(p).ok())
         .map(Position)
-        .ok_or_else(|| corrupt(Position::START, "position is not a positive integer"))
+}
+
+fn position_of(row: &Row) -> Result<Position, ReadError> {
+    position_in(row).ok_or_else(|| corrupt(Position::START, "position is not a positive integer"))
 }
 
 fn column<'r, T: tokio_postgres::types::FromSql<'r>>(

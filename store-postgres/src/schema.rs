@@ -21,6 +21,19 @@ const MIGRATIONS: [&str; 2] = [include_str!("schema/v1.sql"), include_str!("sche
 /// refused, one with a lower one is migrated.
 pub const CURRENT_VERSION: u32 = 2;
 
+/// A connection of its own, and the task that drives it: the task ends
+/// once the client is dropped.
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        // The connection's own errors come back to the client's calls.
+        let _ = connection.await;
+    });
+    Ok((client, driver))
+}
+
 /// Connects, migrates (or checks) the schema as [`migrate`] does, and
 /// lets the connection go.
 pub(crate) async fn connect_and_migrate(
@@ -28,16 +41,9 @@ pub(crate) async fn connect_and_migrate(
     schema: &SchemaName,
     apply: bool,
 ) -> Result<u32, OpenError> {
-    let (mut client, connection) =
-        config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| OpenError::Unavailable {
-                source: backend("connecting", e),
-            })?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let (mut client, driver) = connect(config).await.map_err(|e| OpenError::Unavailable {
+        source: backend("connecting", e),
+    })?;
     let migrated = migrate(&mut client, schema, apply).await;
     drop(client);
     let _ = driver.await;
@@ -152,15 +158,19 @@ async fn stored_version(
         .ok_or_else(|| not_annals("its annals_meta table has no readable schema_version"))
 }
 
-/// Drops the schema and everything in it.
+/// Drops the schema and everything in it, over a connection of its own.
 pub(crate) async fn drop_schema(
-    client: &Client,
+    config: &tokio_postgres::Config,
     schema: &SchemaName,
 ) -> Result<(), tokio_postgres::Error> {
-    client
+    let (client, driver) = connect(config).await?;
+    let dropped = client
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             schema.quoted()
         ))
-        .await
+        .await;
+    drop(client);
+    let _ = driver.await;
+    dropped
 }

@@ -3,13 +3,13 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use annals_core::store::Names;
+use annals_core::store::{snapshot_from_stored, Names};
 use annals_core::store::{ReplayEvent, Snapshot};
 use annals_core::{
     AppendError, AppendOutcome, AppendRequest, BackendError, BackendErrorKind, Checkpoint,
-    CheckpointStore, EventId, EventStore, EventType, HeadWatch, Limits, Page, Payload, Position,
-    ReadAll, ReadError, ReadStream, RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore,
-    StreamId, Timestamp,
+    CheckpointStore, EventId, EventStore, EventType, HeadWatch, Limits, Page, Position, ReadAll,
+    ReadError, ReadStream, RecordedEvent, SkippedEvent, SnapshotError, SnapshotStore, StreamId,
+    Timestamp,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -199,21 +199,9 @@ impl PostgresStore {
     /// for good; the store is closed first.
     pub async fn drop_schema(&self) -> Result<(), BackendError> {
         self.close().await;
-        let (client, connection) = self
-            .inner
-            .config
-            .connect(tokio_postgres::NoTls)
+        schema::drop_schema(&self.inner.config, &self.inner.schema)
             .await
-            .map_err(|e| backend("connecting to drop the schema", e))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let dropped = schema::drop_schema(&client, &self.inner.schema)
-            .await
-            .map_err(|e| backend("dropping the schema", e));
-        drop(client);
-        let _ = driver.await;
-        dropped
+            .map_err(|e| backend("dropping the schema", e))
     }
 
     /// How many times the head listener has (re)connected: 0 until the
@@ -288,11 +276,7 @@ async fn read_head(pool: &Pool, sql: &Sql) -> Result<Position, BackendError> {
 }
 
 fn head_of(row: &tokio_postgres::Row) -> Result<Position, BackendError> {
-    row.try_get::<_, i64>(0)
-        .ok()
-        .and_then(|p| u64::try_from(p).ok())
-        .map(Position)
-        .ok_or_else(|| corrupt("the head position is unreadable"))
+    crate::row::position_in(row).ok_or_else(|| corrupt("the head position is unreadable"))
 }
 
 #[async_trait]
@@ -510,14 +494,7 @@ impl SnapshotStore for PostgresStore {
         let taken_at: i64 = row
             .try_get(3)
             .map_err(|_| corrupt("taken_at is unreadable"))?;
-        Ok(Some(Snapshot {
-            stream_id: stream.clone(),
-            version: u64::try_from(version).map_err(|_| corrupt("version is negative"))?,
-            state_version: u32::try_from(state_version)
-                .map_err(|_| corrupt("state version is negative"))?,
-            state: Payload::from_stored(state),
-            taken_at: Timestamp::from_unix_micros(taken_at),
-        }))
+        snapshot_from_stored(stream, version, i64::from(state_version), state, taken_at).map(Some)
     }
 }
 

@@ -100,12 +100,5 @@ impl Schemas {
 /// Drops `schema` on the server at `url`, with everything in it.
 pub async fn drop_schema(url: &str, schema: &str) -> Result<(), Box<dyn std::error::Error>> {
     let (name, config) = PostgresStore::options().url(url).schema(schema).check()?;
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let dropped = crate::schema::drop_schema(&client, &name).await;
-    drop(client);
-    let _ = driver.await;
-    Ok(dropped?)
+    Ok(crate::schema::drop_schema(&config, &name).await?)
 }

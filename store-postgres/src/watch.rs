@@ -111,12 +111,8 @@ async fn session(setup: &mut ListenerSetup) -> Session {
         // every poll interval.
         match client.query_one(&read_head, &[]).await {
             Ok(row) => {
-                if let Some(position) = row
-                    .try_get::<_, i64>(0)
-                    .ok()
-                    .and_then(|p| u64::try_from(p).ok())
-                {
-                    publish(&setup.head, Position(position));
+                if let Some(position) = crate::row::position_in(&row) {
+                    publish(&setup.head, position);
                 }
             }
             Err(_) => break,

@@ -131,15 +131,10 @@ struct Connection {
 }
 
 async fn connect(setup: &WriterSetup) -> Result<Connection, BackendError> {
-    let (client, connection) = setup
-        .config
-        .connect(tokio_postgres::NoTls)
+    // The driving task ends when the connection (its client) is dropped.
+    let (client, _driver) = crate::schema::connect(&setup.config)
         .await
         .map_err(|e| backend("connecting the writer", e))?;
-    tokio::spawn(async move {
-        // The connection's own errors come back to the client's calls.
-        let _ = connection.await;
-    });
     let prepare = |sql: &str| {
         let client = &client;
         let sql = sql.to_owned();

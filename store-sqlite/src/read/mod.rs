@@ -14,11 +14,11 @@ pub(crate) use checkpoints::load_checkpoint;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use annals_core::store::{stream_read_start, ReplayEvent, Snapshot};
+use annals_core::store::{snapshot_from_stored, stream_read_start, ReplayEvent, Snapshot};
 use annals_core::{
-    BackendError, Checkpoint, Direction, HandlerRequest, Page, Payload, Position, ReadAll,
-    ReadError, ReadStream, RecordedEvent, RequestCounts, RequestFilter, SkippedEvent,
-    SnapshotError, StreamId, Timestamp,
+    BackendError, Checkpoint, Direction, HandlerRequest, Page, Position, ReadAll, ReadError,
+    ReadStream, RecordedEvent, RequestCounts, RequestFilter, SkippedEvent, SnapshotError, StreamId,
+    Timestamp,
 };
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
@@ -279,12 +279,5 @@ fn load_snapshot(conn: &Connection, stream: StreamId) -> Result<Option<Snapshot>
     let taken_at: i64 = row
         .get(3)
         .map_err(|_| corrupt("taken_at is not an integer"))?;
-    Ok(Some(Snapshot {
-        stream_id: stream.clone(),
-        version: u64::try_from(version).map_err(|_| corrupt("version is negative"))?,
-        state_version: u32::try_from(state_version)
-            .map_err(|_| corrupt("state version is out of range"))?,
-        state: Payload::from_stored(state),
-        taken_at: Timestamp::from_unix_micros(taken_at),
-    }))
+    snapshot_from_stored(&stream, version, state_version, state, taken_at).map(Some)
 }
